@@ -1,0 +1,15 @@
+//! Simulators of every feed pbx-listener reads and of the platform it writes to.
+//!
+//! They speak the real wire protocols over real sockets, so the demo, the end-to-end tests and
+//! the benchmarks exercise the same code paths a customer's installation does:
+//!
+//! - [`platform`]: an HTTP receiver of Level 3 events that verifies Standard Webhooks
+//!   signatures, records what it receives, and answers as scripted;
+//! - [`avaya_r11`]: a DevLink3 server playing scripted IP Office call scenarios.
+//!
+//! Each module is also a `pbx-sim` subcommand.
+
+#![warn(missing_docs)]
+
+pub mod avaya_r11;
+pub mod platform;

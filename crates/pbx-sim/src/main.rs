@@ -1,0 +1,49 @@
+//! `pbx-sim`: run one simulator from the command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Simulators of PBX feeds and of the platform, speaking the real protocols over real sockets.
+#[derive(Debug, Parser)]
+#[command(name = "pbx-sim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The platform: receives Level 3 events, verifies signatures, answers as scripted.
+    Platform(pbx_sim::platform::Args),
+    /// An Avaya IP Office R11 DevLink3 server playing scripted call scenarios.
+    #[command(name = "avaya-r11")]
+    AvayaR11(pbx_sim::avaya_r11::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    ).init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pbx-sim: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Platform(args) => pbx_sim::platform::run_cli(args).await,
+            Command::AvayaR11(args) => pbx_sim::avaya_r11::run_cli(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pbx-sim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
