@@ -1,1 +1,119 @@
-fn main() {}
+//! `pbx-listener`: the binary. Parses the command line, sets up logging and signals, and hands
+//! over to the subcommand. Errors are printed with their whole chain (`{:#}`); a configuration
+//! error exits 78 (EX_CONFIG), as systemd and `check-config` users expect.
+
+mod cli;
+mod config;
+mod demo;
+mod logging;
+mod pipeline;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::{Cli, Command};
+
+/// EX_CONFIG from sysexits.h.
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "pbx-listener", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Some(Command::CheckConfig { ref path }) => {
+            let path = path.clone().unwrap_or_else(|| cli.config.clone());
+            check_config(&path)
+        }
+        Some(Command::Demo(ref args)) => {
+            logging::init(cli.log_format.unwrap_or_default(), cli.log_level.as_deref());
+            let args = args.clone();
+            with_runtime(|shutdown| demo::run(args, shutdown))
+        }
+        None | Some(Command::Run) => {
+            let config = match config::load(&cli.config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("pbx-listener: the configuration has errors; nothing was started");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            logging::init(cli.log_format.unwrap_or(config.log.format), cli.log_level.as_deref().or(config.log.level.as_deref()));
+            eprintln!("pbx-listener: `run` needs the durable outbox, which this version does not have yet");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `check-config`: offline, prints what would run, exit 0 or 78.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            println!("{}: OK", path.display());
+            print!("{}", config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            let n = errors.0.len();
+            eprintln!("{}: {n} error{}", path.display(), if n == 1 { "" } else { "s" });
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Runs `f` on a multi-threaded runtime with SIGINT/SIGTERM wired to a cancellation token.
+/// A second signal while shutting down exits at once.
+fn with_runtime<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pbx-listener: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = tokio::spawn(watch_signals(shutdown.clone()));
+        let result = f(shutdown).await;
+        signals.abort();
+        result
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pbx-listener: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("Cannot install signal handlers; stop with SIGKILL.");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(signal = name, "Shutting down.");
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    warn!("Second signal: exiting now.");
+    std::process::exit(130);
+}

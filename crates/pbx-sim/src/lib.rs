@@ -5,7 +5,8 @@
 //!
 //! - [`platform`]: an HTTP receiver of Level 3 events that verifies Standard Webhooks
 //!   signatures, records what it receives, and answers as scripted;
-//! - [`avaya_r11`]: a DevLink3 server playing scripted IP Office call scenarios.
+//! - [`avaya_r11`]: a DevLink3 server playing scripted IP Office call scenarios;
+//! - [`scenario`]: scripted calls as `PbxSignal`s, to drive the pipeline without a protocol.
 //!
 //! Each module is also a `pbx-sim` subcommand.
 
@@ -13,3 +14,4 @@
 
 pub mod avaya_r11;
 pub mod platform;
+pub mod scenario;

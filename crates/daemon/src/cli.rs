@@ -1,0 +1,59 @@
+//! The command line (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{DEFAULT_PATH, LogFormat};
+
+/// pbx-listener: turns your PBX's call signals into Level 3 Generic Events, correlates them to
+/// the platform's legs and forwards them durably.
+#[derive(Debug, Parser)]
+#[command(name = "pbx-listener", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, env = "PBX_LISTENER_CONFIG", default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+
+    /// Log format (overrides `[log] format`).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter such as `info` or `debug` (overrides `[log] level`; `RUST_LOG` overrides both).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+
+    /// What to do (default: `run`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Check a configuration file offline: exit 0, or 78 with every error (file:line:col).
+    CheckConfig {
+        /// The file to check (default: `--config`).
+        path: Option<PathBuf>,
+    },
+    /// Run simulated PBXs and print their Level 3 events as JSON lines on stdout. No setup.
+    Demo(DemoArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `demo` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Exit 0 after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Only simulate this PBX type.
+    #[arg(long, value_name = "TYPE")]
+    pub pbx: Option<String>,
+}

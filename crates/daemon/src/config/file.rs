@@ -1,0 +1,170 @@
+//! The configuration file as written: every section, its keys and their defaults.
+//!
+//! `deploy/pbx-listener.toml` documents the same keys for admins; keep the two in step.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use uuid::Uuid;
+
+/// The smallest outbox cap we accept: below this the cap would drop events during a blip.
+pub const MIN_OUTBOX_BYTES: u64 = 1 << 20;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The platform account every event belongs to.
+    pub account: AccountSection,
+    /// Tags added to the `meta` of every event (strings).
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// How numbers are normalised to E.164.
+    pub numbers: NumbersSection,
+    /// The PBXs to read; validated block by block by their adapter (see `config::mod`).
+    #[serde(default)]
+    pub pbx: Vec<IgnoredAny>,
+    /// The durable queue of events waiting for delivery.
+    #[serde(default)]
+    pub outbox: OutboxSection,
+    /// The admin HTTP endpoint.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[account]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSection {
+    /// The platform's account id (a UUID): `accountId` of every event.
+    pub id: Uuid,
+    /// The account's name: `accountName` of every event.
+    pub name: String,
+}
+
+/// `[numbers]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumbersSection {
+    /// ISO 3166 region whose national numbers the PBX shows (`"GB"`, `"US"`, `"DE"`). Required:
+    /// no default is safe, a wrong one silently mis-normalises every national number.
+    pub default_region: String,
+    /// Numbers with at most this many digits (and no `+`) are extensions, kept as they are.
+    /// Default 6.
+    #[serde(default = "default_max_extension_digits")]
+    pub max_extension_digits: usize,
+}
+
+fn default_max_extension_digits() -> usize {
+    6
+}
+
+/// `[outbox]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSection {
+    /// Directory of the outbox database. Default `/var/lib/pbx-listener` (systemd's
+    /// `StateDirectory`). Relative paths are relative to the configuration file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Cap on the stored events, in bytes. Default 1 GiB (about a million events). The
+    /// daemon refuses to start if the filesystem cannot hold it.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// What to drop when the cap is reached: `"drop_oldest"` (default) or `"drop_newest"`.
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+impl Default for OutboxSection {
+    fn default() -> Self {
+        OutboxSection { data_dir: default_data_dir(), max_bytes: default_max_bytes(), when_full: WhenFull::default() }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/pbx-listener")
+}
+
+fn default_max_bytes() -> u64 {
+    1 << 30
+}
+
+/// The outbox's policy at its cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Drop the oldest undelivered events to make room (counted and logged).
+    #[default]
+    DropOldest,
+    /// Refuse new events (counted and logged).
+    DropNewest,
+}
+
+impl WhenFull {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhenFull::DropOldest => "drop_oldest",
+            WhenFull::DropNewest => "drop_newest",
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Serve `/metrics`, `/health/live` and `/health/ready`. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address of the admin endpoint. Default `127.0.0.1:9187` (loopback only).
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection { enabled: true, listen: default_admin_listen() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9187))
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `"auto"` (default: coloured text on a terminal, plain lines with syslog priorities under
+    /// systemd), `"text"` or `"json"`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `"info"` or `"info,adapter_avaya_r11=debug"`. Default
+    /// `"info"`; the `RUST_LOG` environment variable overrides it.
+    pub level: Option<String>,
+}
+
+/// How logs are written (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Text; coloured on a terminal; with syslog priority prefixes under systemd's journal.
+    #[default]
+    Auto,
+    /// Plain text lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}

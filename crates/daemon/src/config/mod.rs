@@ -1,0 +1,411 @@
+//! Configuration: one TOML file, read in two stages (ripgrep's `LowArgs`/`HiArgs`).
+//!
+//! 1. [`file`]: the file as written — plain serde structs with `deny_unknown_fields`, so a
+//!    misspelt key is an error with its line, not a silently ignored setting.
+//! 2. [`Config`]: validated and typed — numbers plan built, secrets loaded from their files,
+//!    PBX blocks handed to their adapter's own config type. Every error names the file, the
+//!    line and the key ([`ConfigError`]); all of them are reported at once.
+//!
+//! Secrets are only ever read from `*_file` keys (systemd credentials live under
+//! `/run/credentials/<unit>/`), and are never printed: [`Config::summary`] shows paths only.
+
+pub mod file;
+mod span;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use listener_core::{NumberPlan, PbxId, PbxType};
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use uuid::Uuid;
+
+pub use file::{LogFormat, WhenFull};
+pub use span::{KeyPath, SpanIndex};
+
+/// Where the daemon looks for its configuration by default.
+pub const DEFAULT_PATH: &str = "/etc/pbx-listener/pbx-listener.toml";
+
+/// `meta` keys the listener sets itself; a `[meta]` tag may not take them.
+pub const RESERVED_META_KEYS: [&str; 15] = [
+    "pbx",
+    "pbxType",
+    "pbxCallId",
+    "direction",
+    "reason",
+    "queue",
+    "parkSlot",
+    "transferTarget",
+    "correlation",
+    "source",
+    "reconciled",
+    "callerName",
+    "sipCallId",
+    "resumed",
+    "unparked",
+];
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line and column, where known.
+    pub location: Option<(usize, usize)>,
+    /// The key concerned (`pbx[0].password_file`), where known.
+    pub key: Option<String>,
+    /// What is wrong, and what to do about it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.location {
+            write!(f, ":{line}:{col}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a configuration file (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[account]`.
+    pub account: Account,
+    /// `[meta]`: tags on every event.
+    pub meta: BTreeMap<String, String>,
+    /// `[numbers]`.
+    pub numbers: NumberPlan,
+    /// `[[pbx]]` blocks.
+    pub pbx: Vec<PbxConfig>,
+    /// `[outbox]`.
+    pub outbox: OutboxSettings,
+    /// `[admin]`.
+    pub admin: AdminSettings,
+    /// `[log]`.
+    pub log: file::LogSection,
+}
+
+/// `[account]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// `accountId` of every event.
+    pub id: Uuid,
+    /// `accountName` of every event.
+    pub name: String,
+}
+
+/// One `[[pbx]]` block, validated.
+#[derive(Debug)]
+pub struct PbxConfig {
+    /// Its name and type.
+    pub id: PbxId,
+    /// Its adapter's settings.
+    pub settings: PbxSettings,
+}
+
+/// The adapter-specific part of a `[[pbx]]` block.
+#[derive(Debug)]
+pub enum PbxSettings {
+    /// `type = "avaya-r11"`: the keys are those of the DevLink3 adapter (not wired in yet).
+    AvayaR11(toml::Table),
+}
+
+/// `[outbox]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxSettings {
+    /// Where the outbox database lives.
+    pub data_dir: PathBuf,
+    /// Byte cap.
+    pub max_bytes: u64,
+    /// What to drop at the cap.
+    pub when_full: WhenFull,
+}
+
+/// `[admin]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// The admin HTTP address (`/metrics`, `/health/*`), or `None` when disabled.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Collects errors with their locations while validating.
+pub(crate) struct Checker<'a> {
+    path: &'a Path,
+    index: &'a SpanIndex<'a>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(path: &'a Path, index: &'a SpanIndex<'a>) -> Checker<'a> {
+        Checker { path, index, errors: Vec::new() }
+    }
+
+    /// An error about the key at `key`.
+    pub(crate) fn at(&mut self, key: &KeyPath, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.path.to_owned(),
+            location: self.index.locate(key),
+            key: Some(key.to_string()),
+            message: message.into(),
+        });
+    }
+
+    /// An error from toml/serde (which carries its own span).
+    fn toml(&mut self, err: &toml::de::Error, key: Option<&KeyPath>) {
+        let location = err.span().map(|s| self.index.line_col(s.start)).or_else(|| key.and_then(|k| self.index.locate(k)));
+        self.errors.push(ConfigError {
+            file: self.path.to_owned(),
+            location,
+            key: key.map(ToString::to_string),
+            message: err.message().trim_end().to_owned(),
+        });
+    }
+
+    /// Deserialises a sub-value with spans preserved, so its errors point into the file.
+    fn sub<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>, key: &KeyPath) -> Option<T> {
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.toml(&e, Some(key));
+                None
+            }
+        }
+    }
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            location: None,
+            key: None,
+            message: format!("cannot read the configuration file: {e}"),
+        }])
+    })?;
+    load_str(path, &text)
+}
+
+/// Validates configuration text; `path` names it in errors and anchors relative paths.
+pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let index = match SpanIndex::parse(text) {
+        Ok(index) => index,
+        Err(e) => {
+            let location = e.span().map(|s| line_col(text, s.start));
+            return Err(ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                location,
+                key: None,
+                message: e.message().trim_end().to_owned(),
+            }]));
+        }
+    };
+    let mut check = Checker::new(path, &index);
+    let whole: Spanned<DeValue<'_>> =
+        Spanned::new(index.doc().span(), DeValue::Table(index.doc().get_ref().clone()));
+    let Some(raw) = check.sub::<file::FileConfig>(whole, &KeyPath::default()) else {
+        return Err(ConfigErrors(check.errors));
+    };
+    let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+    let config = validate(&mut check, raw, &index, &base, path);
+    match config {
+        Some(c) if check.errors.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(check.errors)),
+    }
+}
+
+fn validate(check: &mut Checker<'_>, raw: file::FileConfig, index: &SpanIndex<'_>, base: &Path, path: &Path) -> Option<Config> {
+    let account = Account { id: raw.account.id, name: raw.account.name.clone() };
+    if account.name.trim().is_empty() {
+        check.at(&KeyPath::keys(&["account", "name"]), "must not be empty");
+    }
+    for key in raw.meta.keys() {
+        if RESERVED_META_KEYS.contains(&key.as_str()) {
+            check.at(&KeyPath::keys(&["meta", key]), format!("`{key}` is set by the listener itself; choose another tag name"));
+        }
+        if key.is_empty() {
+            check.at(&KeyPath::keys(&["meta"]), "tag names must not be empty");
+        }
+    }
+    let numbers = match NumberPlan::new(&raw.numbers.default_region, raw.numbers.max_extension_digits) {
+        Ok(plan) => Some(plan),
+        Err(e) => {
+            check.at(&KeyPath::keys(&["numbers", "default_region"]), e.to_string());
+            None
+        }
+    };
+    let pbx = validate_pbx_blocks(check, index);
+    let outbox = OutboxSettings {
+        data_dir: resolve(base, &raw.outbox.data_dir),
+        max_bytes: raw.outbox.max_bytes,
+        when_full: raw.outbox.when_full,
+    };
+    if outbox.max_bytes < file::MIN_OUTBOX_BYTES {
+        check.at(
+            &KeyPath::keys(&["outbox", "max_bytes"]),
+            format!("must be at least {} bytes (1 MiB)", file::MIN_OUTBOX_BYTES),
+        );
+    }
+    let admin = AdminSettings { listen: raw.admin.enabled.then_some(raw.admin.listen) };
+    if let Some(filter) = &raw.log.level {
+        if let Err(e) = filter.parse::<tracing_subscriber::EnvFilter>() {
+            check.at(&KeyPath::keys(&["log", "level"]), format!("not a log filter: {e}"));
+        }
+    }
+    Some(Config {
+        path: path.to_owned(),
+        account,
+        meta: raw.meta,
+        numbers: numbers?,
+        pbx,
+        outbox,
+        admin,
+        log: raw.log,
+    })
+}
+
+/// `[[pbx]]` blocks: `type` picks the adapter, whose own config type reads the other keys.
+fn validate_pbx_blocks(check: &mut Checker<'_>, index: &SpanIndex<'_>) -> Vec<PbxConfig> {
+    let mut out = Vec::new();
+    let Some(blocks) = index.doc().get_ref().get("pbx") else { return out };
+    let Some(blocks) = blocks.get_ref().as_array() else {
+        check.at(&KeyPath::keys(&["pbx"]), "must be an array of tables: write each PBX as a [[pbx]] block");
+        return out;
+    };
+    let mut names = BTreeSet::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let at = KeyPath::keys(&["pbx"]).index(i);
+        let Some(table) = block.get_ref().as_table() else {
+            check.at(&at, "must be a table ([[pbx]])");
+            continue;
+        };
+        let name = match table.get("name").map(|v| v.get_ref()) {
+            Some(DeValue::String(s)) => s.to_string(),
+            Some(_) => {
+                check.at(&at.key("name"), "must be a string");
+                continue;
+            }
+            None => {
+                check.at(&at, "missing key `name` (a short unique name for this PBX, e.g. \"hq\")");
+                continue;
+            }
+        };
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            check.at(&at.key("name"), "use 1 to 64 letters, digits, '-', '_' or '.'");
+        }
+        if !names.insert(name.clone()) {
+            check.at(&at.key("name"), format!("another [[pbx]] block is already named {name:?}"));
+        }
+        let pbx_type = match table.get("type").map(|v| v.get_ref()) {
+            Some(DeValue::String(s)) => match s.as_ref() {
+                "avaya-r11" => PbxType::AvayaR11,
+                "avaya-r9" | "3cx" => {
+                    check.at(&at.key("type"), format!("type {s:?} is not supported by this version yet (supported: \"avaya-r11\")"));
+                    continue;
+                }
+                other => {
+                    check.at(&at.key("type"), format!("unknown PBX type {other:?} (expected \"avaya-r11\", \"avaya-r9\" or \"3cx\")"));
+                    continue;
+                }
+            },
+            Some(_) => {
+                check.at(&at.key("type"), "must be a string");
+                continue;
+            }
+            None => {
+                check.at(&at, "missing key `type` (\"avaya-r11\", \"avaya-r9\" or \"3cx\")");
+                continue;
+            }
+        };
+        // The adapter's keys: everything but `name` and `type`, with spans kept for errors.
+        let rest: DeTable<'_> = table
+            .iter()
+            .filter(|(k, _)| !matches!(k.get_ref().as_ref(), "name" | "type"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let rest = Spanned::new(block.span(), DeValue::Table(rest));
+        let settings = match pbx_type {
+            PbxType::AvayaR11 => check.sub::<toml::Table>(rest, &at).map(PbxSettings::AvayaR11),
+            PbxType::AvayaR9 | PbxType::ThreeCx => None,
+        };
+        if let Some(settings) = settings {
+            out.push(PbxConfig { id: PbxId::new(name, pbx_type), settings });
+        }
+    }
+    out
+}
+
+/// A path from the file, relative to the file's directory unless absolute.
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_owned() } else { base.join(p) }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    (before.matches('\n').count() + 1, before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1)
+}
+
+impl Config {
+    /// A human summary for `check-config`: what will run, with paths but never secrets.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let mut line = |l: String| {
+            s.push_str(&l);
+            s.push('\n');
+        };
+        line(format!("account      {} ({})", self.account.name, self.account.id));
+        line(format!("numbers      default region {}", self.numbers.region()));
+        for p in &self.pbx {
+            line(format!("pbx          {} ({})", p.id.name, p.id.pbx_type));
+        }
+        if self.pbx.is_empty() {
+            line("pbx          none configured: the daemon would only forward what is already queued".into());
+        }
+        line(format!(
+            "outbox       {} (cap {} bytes, when full: {})",
+            self.outbox.data_dir.display(),
+            self.outbox.max_bytes,
+            self.outbox.when_full.as_str()
+        ));
+        match self.admin.listen {
+            Some(addr) => line(format!("admin        http://{addr}/metrics, /health/live, /health/ready")),
+            None => line("admin        disabled".into()),
+        }
+        if !self.meta.is_empty() {
+            line(format!("meta         {}", self.meta.keys().cloned().collect::<Vec<_>>().join(", ")));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+use std::path::Path;
+
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../../deploy/pbx-listener.toml");
+
+fn load(text: &str) -> Result<Config, ConfigErrors> {
+    load_str(Path::new("/etc/pbx-listener/test.toml"), text)
+}
+
+/// The errors as `line:col key message` strings.
+fn errors(text: &str) -> Vec<String> {
+    load(text)
+        .unwrap_err()
+        .0
+        .into_iter()
+        .map(|e| {
+            let (l, c) = e.location.unwrap_or((0, 0));
+            format!("{l}:{c} {} {}", e.key.unwrap_or_default(), e.message)
+        })
+        .collect()
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let config = load(EXAMPLE).unwrap();
+    assert_eq!(config.account.name, "Example Ltd");
+    assert_eq!(config.numbers.region(), "GB");
+    assert_eq!(config.pbx.len(), 1);
+    assert_eq!(&*config.pbx[0].id.name, "hq");
+    assert_eq!(config.outbox.when_full, WhenFull::DropOldest);
+    assert_eq!(config.admin.listen, Some("127.0.0.1:9187".parse().unwrap()));
+}
+
+#[test]
+fn defaults_for_optional_sections() {
+    let config = load("[account]\nid = \"9539ee93-64c8-802b-360b-c6f2f7cf2507\"\nname = \"A\"\n[numbers]\ndefault_region = \"US\"\n").unwrap();
+    assert_eq!(config.outbox.data_dir, Path::new("/var/lib/pbx-listener"));
+    assert_eq!(config.outbox.max_bytes, 1 << 30);
+    assert_eq!(config.numbers.region(), "US");
+    assert!(config.pbx.is_empty());
+    assert!(config.meta.is_empty());
+}
+
+#[test]
+fn a_misspelt_key_names_its_line_and_key() {
+    let text = EXAMPLE.replace("max_bytes = 1073741824", "max_byte = 1073741824");
+    let line = text.lines().position(|l| l.starts_with("max_byte =")).unwrap() + 1;
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with(&format!("{line}:1 ")), "{errs:?}");
+    assert!(errs[0].contains("unknown field `max_byte`"), "{errs:?}");
+}
+
+#[test]
+fn a_misspelt_section_is_an_error() {
+    let errs = errors(&EXAMPLE.replace("[admin]", "[admn]"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("unknown field `admn`"), "{errs:?}");
+}
+
+#[test]
+fn bad_values_are_errors_with_lines() {
+    let text = EXAMPLE.replace("id = \"9539ee93-64c8-802b-360b-c6f2f7cf2507\"", "id = \"not-a-uuid\"");
+    let errs = errors(&text);
+    assert!(errs[0].starts_with("13:"), "{errs:?}");
+    let errs = errors(&EXAMPLE.replace("when_full = \"drop_oldest\"", "when_full = \"block\""));
+    assert!(errs[0].contains("unknown variant `block`"), "{errs:?}");
+    let errs = errors(&EXAMPLE.replace("default_region = \"GB\"", "default_region = \"UK\""));
+    assert!(errs[0].contains("numbers.default_region") && errs[0].contains("\"UK\""), "{errs:?}");
+    let errs = errors(&EXAMPLE.replace("max_bytes = 1073741824", "max_bytes = 1000"));
+    assert!(errs[0].contains("outbox.max_bytes"), "{errs:?}");
+    let errs = errors(&EXAMPLE.replace("level = \"info\"", "level = \"info,=[\""));
+    assert!(errs[0].contains("log.level"), "{errs:?}");
+}
+
+#[test]
+fn pbx_blocks_are_checked() {
+    let errs = errors(&EXAMPLE.replace("type = \"avaya-r11\"", "type = \"avaya-r12\""));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("pbx[0].type") && errs[0].contains("unknown PBX type \"avaya-r12\""), "{errs:?}");
+    let two = format!("{EXAMPLE}\n[[pbx]]\nname = \"hq\"\ntype = \"avaya-r11\"\n");
+    let errs = errors(&two);
+    assert!(errs.iter().any(|e| e.contains("pbx[1].name") && e.contains("already named \"hq\"")), "{errs:?}");
+    let errs = errors(&EXAMPLE.replace("name = \"hq\"", "name = \"h q/1\""));
+    assert!(errs[0].contains("pbx[0].name"), "{errs:?}");
+    let errs = errors(&EXAMPLE.replace("name = \"hq\"\n", ""));
+    assert!(errs[0].contains("missing key `name`"), "{errs:?}");
+}
+
+#[test]
+fn reserved_meta_keys_are_refused() {
+    let errs = errors(&EXAMPLE.replace("site = \"london-hq\"", "site = \"x\"\ncorrelation = \"y\""));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("meta.correlation"), "{errs:?}");
+}
+
+#[test]
+fn syntax_errors_have_a_location() {
+    let e = load("[account\nid = 1\n").unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert_eq!(e.0[0].location.map(|l| l.0), Some(1));
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = EXAMPLE.replace("default_region = \"GB\"", "default_region = \"ZZ\"").replace("site = \"london-hq\"", "source = \"x\"");
+    assert_eq!(errors(&text).len(), 2);
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_file() {
+    let config = load(&EXAMPLE.replace("data_dir = \"/var/lib/pbx-listener\"", "data_dir = \"state\"")).unwrap();
+    assert_eq!(config.outbox.data_dir, Path::new("/etc/pbx-listener/state"));
+}
