@@ -9,7 +9,7 @@ use crate::config::{DEFAULT_PATH, LogFormat};
 /// pbx-listener: turns your PBX's call signals into Level 3 Generic Events, correlates them to
 /// the platform's legs and forwards them durably.
 #[derive(Debug, Parser)]
-#[command(name = "pbx-listener", version, about, propagate_version = true)]
+#[command(name = "pbx-listener", version, propagate_version = true)]
 pub struct Cli {
     /// The configuration file.
     #[arg(long, short, global = true, env = "PBX_LISTENER_CONFIG", default_value = DEFAULT_PATH)]

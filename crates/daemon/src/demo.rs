@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::{Context, bail};
-use listener_core::{AdapterEvent, CallLifecycle, EventContext, NumberPlan, OutgoingEvent, PbxId, PbxType, StateChange};
+use listener_core::{
+    AdapterEvent, CallLifecycle, EventContext, NumberPlan, OutgoingEvent, PbxId, PbxType, StateChange,
+};
 use pbx_sim::scenario::{CallKind, call_signals};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

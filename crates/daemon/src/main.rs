@@ -44,7 +44,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            logging::init(cli.log_format.unwrap_or(config.log.format), cli.log_level.as_deref().or(config.log.level.as_deref()));
+            logging::init(
+                cli.log_format.unwrap_or(config.log.format),
+                cli.log_level.as_deref().or(config.log.level.as_deref()),
+            );
             eprintln!("pbx-listener: `run` needs the durable outbox, which this version does not have yet");
             ExitCode::FAILURE
         }

@@ -21,7 +21,11 @@ const MAX_BATCH_INPUTS: usize = 1024;
 pub trait EventSink {
     /// Takes one batch of events and the lifecycle state changes that go with them. For a
     /// durable sink, `Ok` means committed.
-    fn accept(&mut self, events: Vec<OutgoingEvent>, state: Vec<StateChange>) -> impl Future<Output = anyhow::Result<()>>;
+    fn accept(
+        &mut self,
+        events: Vec<OutgoingEvent>,
+        state: Vec<StateChange>,
+    ) -> impl Future<Output = anyhow::Result<()>>;
 }
 
 /// The adapters' end of the pipeline channel.
@@ -53,7 +57,11 @@ pub struct Cores {
 
 /// Runs until every adapter has dropped its sender, then returns after the last batch is in
 /// the sink. Stop the adapters to stop the pipeline: nothing in the channel is lost.
-pub async fn run(mut rx: mpsc::Receiver<AdapterEvent>, mut cores: Cores, sink: &mut impl EventSink) -> anyhow::Result<PipelineStats> {
+pub async fn run(
+    mut rx: mpsc::Receiver<AdapterEvent>,
+    mut cores: Cores,
+    sink: &mut impl EventSink,
+) -> anyhow::Result<PipelineStats> {
     let mut stats = PipelineStats::default();
     while let Some(first) = rx.recv().await {
         let mut n = 1;
@@ -88,7 +96,8 @@ impl Cores {
                 if let SignalBody::Call(call) = &mut signal.body {
                     self.numbers.normalise_call_info(&mut call.info);
                 }
-                metrics::counter!("pbx_listener_signals_received_total", "pbx" => signal.pbx.name.to_string()).increment(1);
+                metrics::counter!("pbx_listener_signals_received_total", "pbx" => signal.pbx.name.to_string())
+                    .increment(1);
                 // Correlation is wired in by the correlation issue; until then every call is unmatched.
                 self.lifecycle.handle_signal(CorrelatedSignal { signal, binding: LegBinding::unmatched() });
             }

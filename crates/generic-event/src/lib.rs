@@ -251,9 +251,7 @@ impl GenericEvent {
         match self.event {
             EventKind::Phone | EventKind::Extension => Level::Pbx,
             EventKind::Record => Level::BLeg,
-            EventKind::Call if self.call_sid.is_some() && self.call_sid == self.parent_call_sid => {
-                Level::ALeg
-            }
+            EventKind::Call if self.call_sid.is_some() && self.call_sid == self.parent_call_sid => Level::ALeg,
             EventKind::Call => Level::BLeg,
         }
     }

@@ -115,7 +115,10 @@ fn statuses_must_belong_to_the_event_kind() {
     v["status"] = json!("in-progress");
     assert_eq!(
         errors_of(&v),
-        vec![("status".into(), ValidationErrorKind::UnknownStatus { event: EventKind::Phone, status: "in-progress".into() })]
+        vec![(
+            "status".into(),
+            ValidationErrorKind::UnknownStatus { event: EventKind::Phone, status: "in-progress".into() }
+        )]
     );
     for status in ["ringing", "connected", "held", "parked", "transferred", "disconnected"] {
         let mut v = level3();
@@ -181,10 +184,7 @@ fn level3_needs_child_sid() {
 
 #[test]
 fn not_an_object() {
-    assert!(matches!(
-        validate_json(b"[1,2]").unwrap_err().0[0].kind,
-        ValidationErrorKind::NotAnObject(_)
-    ));
+    assert!(matches!(validate_json(b"[1,2]").unwrap_err().0[0].kind, ValidationErrorKind::NotAnObject(_)));
     assert!(matches!(validate_json(b"{").unwrap_err().0[0].kind, ValidationErrorKind::NotAnObject(_)));
 }
 
@@ -205,4 +205,19 @@ fn status_spellings_round_trip() {
         assert_eq!(Status::parse(st.as_str()), Some(st));
         assert_eq!(serde_json::to_value(st).unwrap(), json!(st.as_str()));
     }
+}
+
+/// Every JSON example in `docs/events.md` is a valid event (the page is the contract's prose).
+#[test]
+fn docs_examples_validate() {
+    let page = include_str!("../../../docs/events.md");
+    let mut count = 0;
+    for block in page.split("```json").skip(1) {
+        let json = block.split("```").next().unwrap();
+        let event = validate_json(json.trim().as_bytes())
+            .unwrap_or_else(|e| panic!("docs/events.md example {count}: {e}\n{json}"));
+        assert_eq!(event.level(), Level::Pbx);
+        count += 1;
+    }
+    assert!(count >= 2, "docs/events.md lost its examples");
 }

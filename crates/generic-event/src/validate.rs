@@ -113,7 +113,10 @@ impl std::error::Error for ValidationErrors {}
 /// Parses and validates one event from JSON bytes.
 pub fn validate_json(bytes: &[u8]) -> Result<GenericEvent, ValidationErrors> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ValidationErrors(vec![ValidationError { key: "$".into(), kind: ValidationErrorKind::NotAnObject(e.to_string()) }])
+        ValidationErrors(vec![ValidationError {
+            key: "$".into(),
+            kind: ValidationErrorKind::NotAnObject(e.to_string()),
+        }])
     })?;
     validate_value(&value)
 }
@@ -133,7 +136,10 @@ pub fn validate_value(value: &Value) -> Result<GenericEvent, ValidationErrors> {
     }
     // Every key now has the right JSON type and every enum a known value, so serde agrees.
     let event: GenericEvent = serde_json::from_value(value.clone()).map_err(|e| {
-        ValidationErrors(vec![ValidationError { key: "$".into(), kind: ValidationErrorKind::NotAnObject(e.to_string()) }])
+        ValidationErrors(vec![ValidationError {
+            key: "$".into(),
+            kind: ValidationErrorKind::NotAnObject(e.to_string()),
+        }])
     })?;
     event.validate()?;
     Ok(event)

@@ -26,8 +26,8 @@ use uuid::Uuid;
 
 use crate::binding::{CorrelatedSignal, LegBinding};
 use crate::signal::{
-    CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal, ExtensionState,
-    Facts, PbxCallId, PbxId, PbxSignal, PbxType, SignalBody, UnixMillis,
+    CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal, ExtensionState, Facts,
+    PbxCallId, PbxId, PbxSignal, PbxType, SignalBody, UnixMillis,
 };
 
 /// Account and tags every event carries.
@@ -165,12 +165,8 @@ impl CallLifecycle {
     /// The PBX's snapshot of live calls is complete: close every other open call of `pbx`.
     pub fn handle_resync(&mut self, pbx: &PbxId, live_calls: &[PbxCallId], at: UnixMillis) {
         let live: BTreeSet<&PbxCallId> = live_calls.iter().collect();
-        let mut gone: Vec<CallKey> = self
-            .calls
-            .keys()
-            .filter(|(name, call)| **name == *pbx.name && !live.contains(call))
-            .cloned()
-            .collect();
+        let mut gone: Vec<CallKey> =
+            self.calls.keys().filter(|(name, call)| **name == *pbx.name && !live.contains(call)).cloned().collect();
         gone.sort();
         for key in gone {
             self.end_call(&key, at, Provenance::Reconciled, &Facts::new());
@@ -262,7 +258,15 @@ impl CallLifecycle {
         match change {
             CallChange::Ringing => {
                 if !open {
-                    self.emit(&key, extension.as_ref(), Status::Ringing, at, &facts, Provenance::Live, Detail::default());
+                    self.emit(
+                        &key,
+                        extension.as_ref(),
+                        Status::Ringing,
+                        at,
+                        &facts,
+                        Provenance::Live,
+                        Detail::default(),
+                    );
                     self.set_leg(&key, extension, LegState::Ringing);
                 }
             }
@@ -315,7 +319,14 @@ impl CallLifecycle {
         }
     }
 
-    fn handle_extension(&mut self, pbx: &PbxId, at: UnixMillis, source: &'static str, facts: Facts, signal: ExtensionSignal) {
+    fn handle_extension(
+        &mut self,
+        pbx: &PbxId,
+        at: UnixMillis,
+        source: &'static str,
+        facts: Facts,
+        signal: ExtensionSignal,
+    ) {
         let ExtensionSignal { extension, state } = signal;
         let key = (pbx.name.clone(), extension.clone());
         if self.extensions.get(&key) == Some(&state) {

@@ -97,7 +97,9 @@ impl NumberPlan {
             }
         };
         match parsed {
-            Some(number) => number.format().mode(phonenumber::Mode::E164).to_string().trim_start_matches('+').to_owned(),
+            Some(number) => {
+                number.format().mode(phonenumber::Mode::E164).to_string().trim_start_matches('+').to_owned()
+            }
             // Not a number libphonenumber can read: keep the digits, the best we have.
             None => digits,
         }
@@ -127,7 +129,9 @@ mod tests {
     #[test]
     fn national_and_international_forms_agree() {
         let p = gb();
-        for raw in ["01707 123456", "+44 1707 123456", "00441707123456", "441707123456", "+441707123456", "(01707) 123-456"] {
+        for raw in
+            ["01707 123456", "+44 1707 123456", "00441707123456", "441707123456", "+441707123456", "(01707) 123-456"]
+        {
             assert_eq!(p.normalise(raw), "441707123456", "{raw}");
         }
     }

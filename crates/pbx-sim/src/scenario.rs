@@ -83,7 +83,14 @@ impl CallKind {
 }
 
 /// The signals of one scripted inbound call, with their offsets from `started`.
-pub fn call_signals(pbx: &PbxId, call_id: u64, kind: CallKind, started: UnixMillis, caller: &str, did: &str) -> Vec<(u64, PbxSignal)> {
+pub fn call_signals(
+    pbx: &PbxId,
+    call_id: u64,
+    kind: CallKind,
+    started: UnixMillis,
+    caller: &str,
+    did: &str,
+) -> Vec<(u64, PbxSignal)> {
     kind.steps()
         .into_iter()
         .map(|step| {
@@ -123,7 +130,8 @@ mod tests {
             assert!(steps.windows(2).all(|w| w[0].after_ms <= w[1].after_ms), "{kind:?}");
         }
         let pbx = PbxId::new("demo", listener_core::PbxType::AvayaR11);
-        let signals = call_signals(&pbx, 7, CallKind::CallerAbandoned, UnixMillis(1_000), "441707123456", "441234567890");
+        let signals =
+            call_signals(&pbx, 7, CallKind::CallerAbandoned, UnixMillis(1_000), "441707123456", "441234567890");
         assert_eq!(signals.len(), 3);
         assert_eq!(signals[1].1.at, UnixMillis(13_000));
     }

@@ -181,7 +181,8 @@ impl<'a> Checker<'a> {
 
     /// An error from toml/serde (which carries its own span).
     fn toml(&mut self, err: &toml::de::Error, key: Option<&KeyPath>) {
-        let location = err.span().map(|s| self.index.line_col(s.start)).or_else(|| key.and_then(|k| self.index.locate(k)));
+        let location =
+            err.span().map(|s| self.index.line_col(s.start)).or_else(|| key.and_then(|k| self.index.locate(k)));
         self.errors.push(ConfigError {
             file: self.path.to_owned(),
             location,
@@ -230,8 +231,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         }
     };
     let mut check = Checker::new(path, &index);
-    let whole: Spanned<DeValue<'_>> =
-        Spanned::new(index.doc().span(), DeValue::Table(index.doc().get_ref().clone()));
+    let whole: Spanned<DeValue<'_>> = Spanned::new(index.doc().span(), DeValue::Table(index.doc().get_ref().clone()));
     let Some(raw) = check.sub::<file::FileConfig>(whole, &KeyPath::default()) else {
         return Err(ConfigErrors(check.errors));
     };
@@ -243,14 +243,23 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
-fn validate(check: &mut Checker<'_>, raw: file::FileConfig, index: &SpanIndex<'_>, base: &Path, path: &Path) -> Option<Config> {
+fn validate(
+    check: &mut Checker<'_>,
+    raw: file::FileConfig,
+    index: &SpanIndex<'_>,
+    base: &Path,
+    path: &Path,
+) -> Option<Config> {
     let account = Account { id: raw.account.id, name: raw.account.name.clone() };
     if account.name.trim().is_empty() {
         check.at(&KeyPath::keys(&["account", "name"]), "must not be empty");
     }
     for key in raw.meta.keys() {
         if RESERVED_META_KEYS.contains(&key.as_str()) {
-            check.at(&KeyPath::keys(&["meta", key]), format!("`{key}` is set by the listener itself; choose another tag name"));
+            check.at(
+                &KeyPath::keys(&["meta", key]),
+                format!("`{key}` is set by the listener itself; choose another tag name"),
+            );
         }
         if key.is_empty() {
             check.at(&KeyPath::keys(&["meta"]), "tag names must not be empty");
@@ -281,16 +290,7 @@ fn validate(check: &mut Checker<'_>, raw: file::FileConfig, index: &SpanIndex<'_
             check.at(&KeyPath::keys(&["log", "level"]), format!("not a log filter: {e}"));
         }
     }
-    Some(Config {
-        path: path.to_owned(),
-        account,
-        meta: raw.meta,
-        numbers: numbers?,
-        pbx,
-        outbox,
-        admin,
-        log: raw.log,
-    })
+    Some(Config { path: path.to_owned(), account, meta: raw.meta, numbers: numbers?, pbx, outbox, admin, log: raw.log })
 }
 
 /// `[[pbx]]` blocks: `type` picks the adapter, whose own config type reads the other keys.
@@ -329,11 +329,17 @@ fn validate_pbx_blocks(check: &mut Checker<'_>, index: &SpanIndex<'_>) -> Vec<Pb
             Some(DeValue::String(s)) => match s.as_ref() {
                 "avaya-r11" => PbxType::AvayaR11,
                 "avaya-r9" | "3cx" => {
-                    check.at(&at.key("type"), format!("type {s:?} is not supported by this version yet (supported: \"avaya-r11\")"));
+                    check.at(
+                        &at.key("type"),
+                        format!("type {s:?} is not supported by this version yet (supported: \"avaya-r11\")"),
+                    );
                     continue;
                 }
                 other => {
-                    check.at(&at.key("type"), format!("unknown PBX type {other:?} (expected \"avaya-r11\", \"avaya-r9\" or \"3cx\")"));
+                    check.at(
+                        &at.key("type"),
+                        format!("unknown PBX type {other:?} (expected \"avaya-r11\", \"avaya-r9\" or \"3cx\")"),
+                    );
                     continue;
                 }
             },

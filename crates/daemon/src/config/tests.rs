@@ -34,7 +34,10 @@ fn the_example_config_is_valid() {
 
 #[test]
 fn defaults_for_optional_sections() {
-    let config = load("[account]\nid = \"9539ee93-64c8-802b-360b-c6f2f7cf2507\"\nname = \"A\"\n[numbers]\ndefault_region = \"US\"\n").unwrap();
+    let config = load(
+        "[account]\nid = \"9539ee93-64c8-802b-360b-c6f2f7cf2507\"\nname = \"A\"\n[numbers]\ndefault_region = \"US\"\n",
+    )
+    .unwrap();
     assert_eq!(config.outbox.data_dir, Path::new("/var/lib/pbx-listener"));
     assert_eq!(config.outbox.max_bytes, 1 << 30);
     assert_eq!(config.numbers.region(), "US");
@@ -104,7 +107,9 @@ fn syntax_errors_have_a_location() {
 
 #[test]
 fn every_error_is_reported_at_once() {
-    let text = EXAMPLE.replace("default_region = \"GB\"", "default_region = \"ZZ\"").replace("site = \"london-hq\"", "source = \"x\"");
+    let text = EXAMPLE
+        .replace("default_region = \"GB\"", "default_region = \"ZZ\"")
+        .replace("site = \"london-hq\"", "source = \"x\"");
     assert_eq!(errors(&text).len(), 2);
 }
 

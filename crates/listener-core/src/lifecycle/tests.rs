@@ -101,7 +101,15 @@ fn check(signals: &[&str], expected: &str) {
 #[test]
 fn hunt_group_answered() {
     check(
-        &["7 - queued:Sales", "7 4001 ringing", "7 4002 ringing", "7 4001 connected", "7 4002 disconnected:answered-elsewhere", "7 4001 disconnected", "7 - ended"],
+        &[
+            "7 - queued:Sales",
+            "7 4001 ringing",
+            "7 4002 ringing",
+            "7 4001 connected",
+            "7 4002 disconnected:answered-elsewhere",
+            "7 4001 disconnected",
+            "7 - ended",
+        ],
         "
 ringing 4001 queue=Sales
 ringing 4002 queue=Sales
@@ -128,7 +136,14 @@ disconnected 4002 reason=answered-elsewhere",
 #[test]
 fn repeats_are_suppressed() {
     check(
-        &["7 201 ringing", "7 201 ringing", "7 201 connected", "7 201 connected", "7 201 disconnected", "7 201 disconnected"],
+        &[
+            "7 201 ringing",
+            "7 201 ringing",
+            "7 201 connected",
+            "7 201 connected",
+            "7 201 disconnected",
+            "7 201 disconnected",
+        ],
         "ringing 201\nconnected 201\ndisconnected 201 reason=normal",
     );
 }
@@ -163,7 +178,15 @@ disconnected 202 reason=normal",
 #[test]
 fn transfer_leaves_the_call() {
     check(
-        &["7 201 connected", "7 201 held", "7 202 ringing", "7 201 transferred:202", "7 202 connected", "7 201 disconnected", "7 - ended"],
+        &[
+            "7 201 connected",
+            "7 201 held",
+            "7 202 ringing",
+            "7 201 transferred:202",
+            "7 202 connected",
+            "7 201 disconnected",
+            "7 - ended",
+        ],
         "
 connected 201
 held 201
@@ -177,7 +200,10 @@ disconnected 202 reason=normal",
 
 #[test]
 fn rejected_ring() {
-    check(&["7 201 ringing", "7 201 disconnected:rejected", "7 - ended"], "ringing 201\ndisconnected 201 reason=rejected");
+    check(
+        &["7 201 ringing", "7 201 disconnected:rejected", "7 - ended"],
+        "ringing 201\ndisconnected 201 reason=rejected",
+    );
 }
 
 #[test]
@@ -320,7 +346,8 @@ fn a_late_binding_applies_to_later_events_and_is_never_lost() {
     let mut lc = CallLifecycle::new(ctx());
     lc.handle_signal(sig(1_000, "7 201 ringing"));
     let mut bound = sig(1_001, "7 201 connected");
-    bound.binding = LegBinding { call_sid: Some(Uuid::from_u128(1)), method: MatchMethod::NumberTime, ..LegBinding::default() };
+    bound.binding =
+        LegBinding { call_sid: Some(Uuid::from_u128(1)), method: MatchMethod::NumberTime, ..LegBinding::default() };
     lc.handle_signal(bound);
     lc.handle_signal(sig(1_002, "7 - ended"));
     let sids: Vec<_> = std::iter::from_fn(|| lc.poll_event()).map(|e| e.event.call_sid).collect();
