@@ -2,10 +2,12 @@
 //! over to the subcommand. Errors are printed with their whole chain (`{:#}`); a configuration
 //! error exits 78 (EX_CONFIG), as systemd and `check-config` users expect.
 
+mod admin;
 mod cli;
 mod config;
 mod demo;
 mod logging;
+mod notify;
 mod pipeline;
 
 use std::process::ExitCode;
