@@ -1,0 +1,127 @@
+//! Internal events of the outbox: each `emit` logs and counts together (STYLE.md §9).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge};
+
+use crate::store::Totals;
+
+/// Repeated warnings are logged at most once per this interval (with the count suppressed).
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A log rate limiter: the first occurrence is always logged, then at most one per interval,
+/// carrying how many were suppressed in between.
+#[derive(Debug)]
+pub(crate) struct LogLimiter {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogLimiter {
+    pub(crate) const fn new() -> LogLimiter {
+        LogLimiter { state: Mutex::new((None, 0)) }
+    }
+
+    /// `Some(suppressed)` when this occurrence should be logged.
+    pub(crate) fn allow(&self, weight: u64) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match state.0 {
+            Some(last) if now.duration_since(last) < LOG_INTERVAL => {
+                state.1 += weight;
+                None
+            }
+            _ => {
+                let suppressed = state.1;
+                *state = (Some(now), 0);
+                Some(suppressed)
+            }
+        }
+    }
+}
+
+static DROP_LOG: LogLimiter = LogLimiter::new();
+static DUPLICATE_LOG: LogLimiter = LogLimiter::new();
+
+/// One group commit went through.
+pub(crate) struct GroupCommitted<'a> {
+    pub appended: u64,
+    pub duplicates: u64,
+    pub dropped_oldest: u64,
+    pub dropped_newest: u64,
+    pub delivered: u64,
+    pub moved_aside: u64,
+    pub totals: &'a Totals,
+}
+
+impl GroupCommitted<'_> {
+    pub(crate) fn emit(&self) {
+        counter!("pbx_listener_outbox_commits_total").increment(1);
+        counter!("pbx_listener_outbox_appended_events_total").increment(self.appended);
+        counter!("pbx_listener_outbox_removed_events_total", "reason" => "delivered").increment(self.delivered);
+        if self.duplicates > 0 {
+            counter!("pbx_listener_outbox_duplicate_events_total").increment(self.duplicates);
+            if let Some(suppressed) = DUPLICATE_LOG.allow(self.duplicates) {
+                tracing::debug!(
+                    duplicates = self.duplicates,
+                    suppressed,
+                    "Events already in the outbox were appended again; kept one copy"
+                );
+            }
+        }
+        for (policy, n) in [("drop_oldest", self.dropped_oldest), ("drop_newest", self.dropped_newest)] {
+            if n == 0 {
+                continue;
+            }
+            counter!("pbx_listener_outbox_dropped_events_total", "when_full" => policy).increment(n);
+            if let Some(suppressed) = DROP_LOG.allow(n) {
+                tracing::error!(
+                    when_full = policy,
+                    dropped = n,
+                    suppressed,
+                    pending_bytes = self.totals.pending_bytes,
+                    quarantined_bytes = self.totals.quarantined_bytes,
+                    "The outbox is full; events were dropped"
+                );
+            }
+        }
+        if self.moved_aside > 0 {
+            counter!("pbx_listener_outbox_corrupt_events_total").increment(self.moved_aside);
+        }
+        gauge!("pbx_listener_outbox_pending_events").set(self.totals.pending_events as f64);
+        gauge!("pbx_listener_outbox_pending_bytes").set(self.totals.pending_bytes as f64);
+        gauge!("pbx_listener_outbox_quarantined_events").set(self.totals.quarantined_events as f64);
+    }
+}
+
+/// A commit failed: the daemon is about to exit.
+pub(crate) struct CommitFailed<'a> {
+    pub error: &'a rusqlite::Error,
+}
+
+impl CommitFailed<'_> {
+    pub(crate) fn emit(&self) {
+        counter!("pbx_listener_outbox_commit_errors_total").increment(1);
+        tracing::error!(
+            error = %self.error,
+            "The outbox could not commit; nothing in this group was accepted and the outbox stops accepting writes"
+        );
+    }
+}
+
+/// A damaged pending row was moved to the quarantine.
+pub(crate) struct RowMovedAside<'a> {
+    pub seq: i64,
+    pub detail: &'a str,
+}
+
+impl RowMovedAside<'_> {
+    pub(crate) fn emit(&self) {
+        // Rare and each one is a lost event: always logged, never rate-limited.
+        tracing::error!(
+            seq = self.seq,
+            detail = self.detail,
+            "An outbox row is unreadable; moved it to the quarantine (reason \"corrupt\") and went on"
+        );
+    }
+}
