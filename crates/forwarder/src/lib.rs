@@ -1,1 +1,367 @@
-//! TODO
+//! Delivery of outbox events to the platform over HTTPS.
+//!
+//! One event per POST, the exact stored bytes, signed with Standard Webhooks headers
+//! (`webhook-id` = the event id, `webhook-timestamp` = the attempt time,
+//! `webhook-signature` from one or two `whsec_` secrets), optionally with a bearer token.
+//!
+//! - **Order:** only the head of each order key (a call) is ever in flight, so a call's events
+//!   arrive in order; different calls go concurrently up to `max_concurrency`.
+//! - **Outcomes** ([`policy::classify`]): 2xx deletes the event; 408/429/5xx/3xx and network
+//!   errors are retried for ever; 410 stops all delivery ([`DeliveryState::EndpointGone`]);
+//!   any other 4xx moves the event to the outbox quarantine, loudly.
+//! - **Outages** ([`policy::Gate`]): a retryable failure pauses *all* delivery for a capped,
+//!   fully jittered exponential backoff (or the platform's `Retry-After`), then one probe goes;
+//!   its success reopens delivery, resets the backoff and logs "Delivery recovered after …".
+//!
+//! The daemon loads [`ForwarderConfig`] (its `[platform]` table) into [`ForwarderSettings`],
+//! builds a [`Forwarder`] on its [`outbox::Outbox`], keeps [`Forwarder::status`] for health
+//! and metrics, and spawns [`Forwarder::run`] with its shutdown signal.
+//!
+//! *Architecture invariant:* the policy ([`policy`]) does no IO and reads no clock; only
+//! `Forwarder::run` and its attempt tasks touch the network, the outbox and the time.
+
+#![warn(missing_docs)]
+
+mod config;
+mod events;
+pub mod policy;
+mod tls;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use config::{BearerToken, ConfigError, ForwarderConfig, ForwarderSettings};
+use outbox::{Outbox, OutboxError, PendingEvent};
+use policy::{Backoff, Gate, GateState, Permit, Verdict};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How long the loop sleeps at most when idle: it also picks up what the CLI requeued.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// The longest response excerpt kept with a failed attempt.
+const EXCERPT_BYTES: usize = 512;
+
+/// Where delivery stands, for `/health/ready`, metrics and `systemctl status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// The platform answers.
+    Delivering,
+    /// The platform fails; nothing is sent before `until_ms`.
+    BackingOff {
+        /// When the outage started (ms since the Unix epoch).
+        since_ms: u64,
+        /// Failed attempts in this outage.
+        attempts: u64,
+        /// When the next probe goes.
+        until_ms: u64,
+    },
+    /// The pause is over; one probe at a time.
+    Probing {
+        /// When the outage started.
+        since_ms: u64,
+        /// Failed attempts in this outage.
+        attempts: u64,
+    },
+    /// The platform answered 410 Gone: delivery is stopped until a restart.
+    EndpointGone {
+        /// When (ms since the Unix epoch).
+        since_ms: u64,
+    },
+}
+
+/// Delivery state and totals since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryStatus {
+    /// Where delivery stands.
+    pub state: DeliveryState,
+    /// When the last event was delivered (ms since the Unix epoch).
+    pub last_success_ms: Option<u64>,
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events moved to the quarantine.
+    pub quarantined: u64,
+    /// Attempts that failed and will be retried.
+    pub retried: u64,
+}
+
+/// The HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientError(#[source] reqwest::Error);
+
+/// Why [`Forwarder::run`] stopped before shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwarderError {
+    /// The outbox failed fatally ([`OutboxError::is_fatal`]): exit and let systemd restart.
+    #[error("the outbox failed: {0}")]
+    Outbox(#[from] OutboxError),
+}
+
+/// The delivery loop. See the crate documentation.
+pub struct Forwarder {
+    ctx: Arc<Ctx>,
+    status: watch::Sender<DeliveryStatus>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").field("settings", &self.ctx.settings).finish_non_exhaustive()
+    }
+}
+
+struct Ctx {
+    outbox: Outbox,
+    settings: ForwarderSettings,
+    client: reqwest::Client,
+}
+
+/// One finished attempt, with the outbox write it needed (delete or quarantine) done.
+struct Attempt {
+    event: PendingEvent,
+    verdict: Verdict,
+    status: Option<u16>,
+    error: String,
+    written: Result<(), OutboxError>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Forwarder {
+    /// A forwarder delivering from `outbox` as `settings` say.
+    pub fn new(outbox: Outbox, settings: ForwarderSettings) -> Result<Forwarder, ClientError> {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured((*settings.tls).clone())
+            .timeout(settings.timeout)
+            .connect_timeout(settings.connect_timeout)
+            // Standard Webhooks: a redirect is a failure, never followed.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(settings.max_concurrency)
+            .tcp_nodelay(true)
+            .user_agent(concat!("pbx-listener/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ClientError)?;
+        let status = watch::Sender::new(DeliveryStatus {
+            state: DeliveryState::Delivering,
+            last_success_ms: None,
+            delivered: 0,
+            quarantined: 0,
+            retried: 0,
+        });
+        Ok(Forwarder { ctx: Arc::new(Ctx { outbox, settings, client }), status })
+    }
+
+    /// A receiver of the delivery status (take it before calling [`Forwarder::run`]).
+    pub fn status(&self) -> watch::Receiver<DeliveryStatus> {
+        self.status.subscribe()
+    }
+
+    /// Delivers until `shutdown` resolves (then returns `Ok`; requests in flight are
+    /// abandoned and their events resent after the restart: at least once). Returns `Err`
+    /// only on a fatal outbox error. After a 410 it keeps running, sending nothing, until
+    /// shutdown.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ForwarderError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let settings = &self.ctx.settings;
+        let mut gate = Gate::new(Backoff::new(settings.backoff_initial, settings.backoff_max));
+        let mut in_flight: JoinSet<Attempt> = JoinSet::new();
+        let mut keys: HashSet<String> = HashSet::new();
+        let max = settings.max_concurrency;
+        loop {
+            let now = now_ms();
+            let permit = gate.permit(now);
+            let room = match permit {
+                Permit::All => max.saturating_sub(in_flight.len()),
+                Permit::Probe if in_flight.is_empty() => 1,
+                _ => 0,
+            };
+            self.publish_state(&gate);
+            let mut wake = now + IDLE_POLL.as_millis() as u64;
+            if let Permit::WaitUntil(until) = permit {
+                wake = wake.min(until);
+            }
+            if room > 0 {
+                let heads = self.ctx.outbox.ready_heads(now, room + keys.len()).await?;
+                let mut started = 0;
+                for event in heads {
+                    if started == room {
+                        break;
+                    }
+                    if keys.insert(event.order_key.clone()) {
+                        in_flight.spawn(attempt(Arc::clone(&self.ctx), event));
+                        started += 1;
+                    }
+                }
+                if started < room
+                    && let Some(due) = self.ctx.outbox.next_due_ms().await?
+                    && due > now
+                {
+                    wake = wake.min(due);
+                }
+            }
+            let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now)));
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    let mut next = Some(joined);
+                    while let Some(joined) = next {
+                        // A panicked attempt task leaves its event pending: resent later.
+                        if let Ok(done) = joined {
+                            keys.remove(&done.event.order_key);
+                            self.settle(&mut gate, done).await?;
+                        }
+                        next = in_flight.try_join_next();
+                    }
+                }
+                () = self.ctx.outbox.appended() => {}
+                () = sleep => {}
+            }
+        }
+        in_flight.shutdown().await;
+        Ok(())
+    }
+
+    /// Updates the gate and the status after an attempt; records a retry in the outbox.
+    async fn settle(&self, gate: &mut Gate, done: Attempt) -> Result<(), ForwarderError> {
+        if let Err(e) = done.written {
+            if e.is_fatal() {
+                return Err(e.into());
+            }
+            tracing::warn!(event_id = done.event.id, error = %e, "Could not record a delivery outcome; the event will be sent again");
+        }
+        let now = now_ms();
+        let id = done.event.id.as_str();
+        match done.verdict {
+            Verdict::Delivered | Verdict::Reject => {
+                if let Some(recovered) = gate.on_answer(now) {
+                    events::DeliveryRecovered { after: recovered.after, attempts: recovered.attempts }.emit();
+                }
+                // State before totals: a watcher that sees the new total sees the new state.
+                self.publish_state(gate);
+                if done.verdict == Verdict::Delivered {
+                    let latency = Duration::from_millis(now.saturating_sub(done.event.created_ms));
+                    events::EventDelivered { latency, now_secs: now as f64 / 1000.0 }.emit();
+                    self.status.send_modify(|s| {
+                        s.delivered += 1;
+                        s.last_success_ms = Some(now);
+                    });
+                } else {
+                    events::EventQuarantined { event_id: id, status: done.status.unwrap_or(0), excerpt: &done.error }
+                        .emit();
+                    self.status.send_modify(|s| s.quarantined += 1);
+                }
+            }
+            Verdict::Gone => {
+                if !matches!(gate.state(), GateState::Stopped { .. }) {
+                    events::EndpointGone { url: self.ctx.settings.url.as_str(), event_id: id }.emit();
+                }
+                gate.on_gone(now);
+            }
+            Verdict::Retry { retry_after } => {
+                let until = gate.on_retryable(now, retry_after, rand::random::<f64>());
+                let attempts = done.event.attempts.saturating_add(1);
+                self.ctx
+                    .outbox
+                    .retry_later(id, until, attempts, &done.error)
+                    .await
+                    .or_else(|e| if e.is_fatal() { Err(e) } else { Ok(false) })?;
+                events::DeliveryRetrying {
+                    event_id: id,
+                    status: done.status,
+                    error: &done.error,
+                    attempts,
+                    retry_in: Duration::from_millis(until.saturating_sub(now)),
+                }
+                .emit();
+                events::backing_off();
+                self.status.send_modify(|s| s.retried += 1);
+            }
+        }
+        self.publish_state(gate);
+        Ok(())
+    }
+
+    fn publish_state(&self, gate: &Gate) {
+        let (since_ms, attempts) = gate.outage().unwrap_or((0, 0));
+        let state = match gate.state() {
+            GateState::Open => DeliveryState::Delivering,
+            GateState::Paused { until_ms, .. } => DeliveryState::BackingOff { since_ms, attempts, until_ms },
+            GateState::Probing { .. } => DeliveryState::Probing { since_ms, attempts },
+            GateState::Stopped { since_ms } => DeliveryState::EndpointGone { since_ms },
+        };
+        self.status.send_if_modified(|s| {
+            let changed = s.state != state;
+            s.state = state;
+            changed
+        });
+    }
+}
+
+/// Sends one event and does the outbox write its answer calls for (delete or quarantine),
+/// so those writes from concurrent attempts share group commits.
+async fn attempt(ctx: Arc<Ctx>, event: PendingEvent) -> Attempt {
+    let settings = &ctx.settings;
+    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let signature = webhook_signature::sign_header(&settings.secrets, &event.id, timestamp, &event.body);
+    let mut request = ctx
+        .client
+        .post(settings.url.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .header("webhook-id", event.id.as_str())
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(event.body.clone());
+    if let Some(bearer) = &settings.bearer {
+        request = request.header(AUTHORIZATION, bearer.header_value());
+    }
+    let (verdict, status, error) = match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| policy::parse_retry_after(v, SystemTime::now()));
+            let verdict = policy::classify(status, retry_after);
+            let error = if verdict == Verdict::Delivered { String::new() } else { excerpt(response).await };
+            (verdict, Some(status), error)
+        }
+        Err(e) => (Verdict::Retry { retry_after: None }, None, describe(&e)),
+    };
+    let written = match verdict {
+        Verdict::Delivered => ctx.outbox.delivered(&event.id).await.map(drop),
+        Verdict::Reject => ctx.outbox.quarantine(&event.id, status, &error).await.map(drop),
+        Verdict::Retry { .. } | Verdict::Gone => Ok(()),
+    };
+    Attempt { event, verdict, status, error, written }
+}
+
+/// `HTTP <status>: <start of the body>`.
+async fn excerpt(mut response: reqwest::Response) -> String {
+    let status = response.status();
+    let mut bytes = Vec::new();
+    while bytes.len() < EXCERPT_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    bytes.truncate(EXCERPT_BYTES);
+    format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes).trim())
+}
+
+/// A network error with its causes, e.g. "connect error: tcp connect error: Connection refused".
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() { "timeout".to_owned() } else { error.to_string() };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -74,6 +75,8 @@ pub struct Delivery {
     pub attempt: u32,
     /// The status answered; `None` when the connection was dropped.
     pub status: Option<u16>,
+    /// Requests being handled when this one arrived, itself included (1 = it was alone).
+    pub concurrent: u32,
 }
 
 fn body_as_text<S: serde::Serializer>(body: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -93,6 +96,16 @@ struct Shared {
     record: Mutex<Record>,
     file: Option<Mutex<std::fs::File>>,
     distinct: watch::Sender<usize>,
+    active: AtomicU32,
+}
+
+/// Counts a request as active until dropped (also when hyper drops a scripted-drop future).
+struct Active<'a>(&'a AtomicU32);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running platform simulator. Stops when [`Platform::stop`] is called or it is dropped.
@@ -130,6 +143,7 @@ impl Platform {
             record: Mutex::new(Record::default()),
             file,
             distinct: watch::Sender::new(0),
+            active: AtomicU32::new(0),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, Arc::clone(&shared), stopped));
@@ -238,6 +252,8 @@ fn reply(code: u16, text: &'static str) -> Response<Full<Bytes>> {
 }
 
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Dropped> {
+    let concurrent = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+    let _active = Active(&shared.active);
     let id = header(&req, "webhook-id").unwrap_or_default();
     let timestamp = header(&req, "webhook-timestamp").unwrap_or_default();
     let signature_header = header(&req, "webhook-signature").unwrap_or_default();
@@ -266,8 +282,18 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             Err(e) => SignatureCheck::Invalid(e.to_string()),
         }
     };
-    let mut delivery =
-        Delivery { id, timestamp, path, body, authorization, content_type, signature, attempt: 0, status: None };
+    let mut delivery = Delivery {
+        id,
+        timestamp,
+        path,
+        body,
+        authorization,
+        content_type,
+        signature,
+        attempt: 0,
+        status: None,
+        concurrent,
+    };
     if let SignatureCheck::Invalid(_) = delivery.signature {
         delivery.status = Some(401);
         record(&shared, delivery);
