@@ -620,14 +620,6 @@ impl Tracker {
         }
         let node = key.node.clone();
 
-        // Queued: call field 14.
-        let queued = matches!(d.call.queue, Some(1) | Some(3));
-        if queued && !call.queued {
-            let queue = call.hunt_group.clone();
-            self.emitter.call(now, call, None, CallChange::Queued { queue }, Facts::new());
-        }
-        call.queued = queued;
-
         let new_parties: Vec<&Party<'_>> = std::iter::once(&d.party_a).chain(d.party_b.as_ref()).collect();
         let park_slot_now = new_parties.iter().find_map(|p| match classify_party(p) {
             Device::ParkSlot(slot) => Some(slot),
@@ -767,6 +759,14 @@ impl Tracker {
             }
             call.targets.insert(end, TargetState { extension });
         }
+
+        // 4. Queued: call field 14 (1 queueing, 3 announcement), after the targets that stopped.
+        let queued = matches!(d.call.queue, Some(1) | Some(3));
+        if queued && !call.queued {
+            let queue = call.hunt_group.clone();
+            self.emitter.call(now, call, None, CallChange::Queued { queue }, Facts::new());
+        }
+        call.queued = queued;
 
         for other in emptied {
             self.end_if_empty(now, &other);
