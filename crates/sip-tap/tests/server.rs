@@ -37,7 +37,8 @@ async fn hep_udp_tcp_and_raw_sip_on_loopback() {
         ..SipTapConfig::default()
     };
     let tap = SipTap::bind(config).await.unwrap();
-    let (hep_udp, hep_tcp, sip_udp) = (tap.hep_udp_addr().unwrap(), tap.hep_tcp_addr().unwrap(), tap.sip_udp_addr().unwrap());
+    let (hep_udp, hep_tcp, sip_udp) =
+        (tap.hep_udp_addr().unwrap(), tap.hep_tcp_addr().unwrap(), tap.sip_udp_addr().unwrap());
     let stats = tap.stats_handle();
     let (tx, mut rx) = mpsc::channel(16);
     let (stop, stopped) = oneshot::channel::<()>();
