@@ -72,6 +72,18 @@ fn require(tool: &str, package: &str) -> PathBuf {
     })
 }
 
+/// Debian's multiarch module directory (`/usr/lib/<triplet>/kamailio/modules`).
+fn kamailio_modules() -> PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("kamailio/modules"))
+        .chain([PathBuf::from("/usr/lib/kamailio/modules")])
+        .find(|p| p.join("siptrace.so").is_file())
+        .unwrap_or_else(|| panic!("kamailio's siptrace module is missing: `apt-get install -y kamailio`"))
+}
+
 fn free_udp_port() -> u16 {
     StdUdp::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -159,6 +171,8 @@ async fn sipp_calls_through_kamailio_are_learned_once_each() {
             .current_dir(&dir)
             .arg("-f")
             .arg(here.join("kamailio/kamailio.cfg"))
+            .arg("-L")
+            .arg(kamailio_modules())
             .args(["-DD", "-E", "-m", "32", "-M", "4", "-Y"])
             .arg(&dir)
             .args(["-l", &format!("udp:127.0.0.1:{kam_port}")])
