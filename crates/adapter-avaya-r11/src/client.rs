@@ -181,7 +181,7 @@ impl DevLink3Adapter {
     pub fn new(pbx: PbxId, config: LoadedConfig) -> DevLink3Adapter {
         // Any non-zero start will do; random so that request ids differ across connections.
         let request_id = rand::random::<u32>().max(1);
-        DevLink3Adapter { pbx, config, link: Link::Connecting, request_id }
+        DevLink3Adapter { pbx, config, link: Link::Disconnected { backoff: Duration::ZERO }, request_id }
     }
 
     fn next_request_id(&mut self) -> u32 {
@@ -652,6 +652,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests unwrap what they built themselves.
 mod tests {
     use super::*;
 

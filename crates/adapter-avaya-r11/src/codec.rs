@@ -379,4 +379,5 @@ impl Encoder<Packet> for PacketCodec {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests unwrap what they built themselves.
 mod tests;

@@ -355,4 +355,5 @@ fn tls_settings(ca_file: &Path, server_name: &str) -> Result<TlsSettings, Config
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests unwrap what they built themselves.
 mod tests;

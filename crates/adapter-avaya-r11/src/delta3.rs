@@ -893,4 +893,5 @@ impl fmt::Display for Delta3Record<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests unwrap what they built themselves.
 mod tests;

@@ -831,4 +831,5 @@ impl<'a> SipTrack<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests unwrap what they built themselves.
 mod tests;

@@ -793,4 +793,5 @@ pub fn feed_delta3(tracker: &mut Tracker, now: UnixMillis, text: &str) -> Result
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests unwrap what they built themselves.
 mod tests;

@@ -117,8 +117,7 @@ impl Harness {
     }
 
     fn drain(&mut self) {
-        loop {
-            let Output::Event(event) = self.tracker.poll_output() else { break };
+        while let Output::Event(event) = self.tracker.poll_output() {
             self.events.push(event.clone());
             let line = match event {
                 AdapterEvent::Signal(s) => {
