@@ -3,21 +3,18 @@
 //! It starts simulated PBX feeds in-process, runs the real pipeline, and prints every Level 3
 //! event as one JSON line on stdout (logs go to stderr). `--count N` exits 0 after N events.
 
-use std::collections::BTreeMap;
-use std::io::Write;
-
 use anyhow::{Context, bail};
-use listener_core::{
-    AdapterEvent, CallLifecycle, EventContext, NumberPlan, OutgoingEvent, PbxId, PbxType, StateChange,
-};
+use listener_core::{AdapterEvent, CallLifecycle, EventContext, NumberPlan, PbxId, PbxType};
 use pbx_sim::scenario::{CallKind, call_signals};
+use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
 
 use crate::cli::DemoArgs;
-use crate::pipeline::{self, Cores, EventSink};
+use crate::pipeline::{self, Cores};
+use crate::sinks::StdoutSink;
 
 /// The demo's account (the seed's example account).
 pub const DEMO_ACCOUNT_ID: Uuid = Uuid::from_u128(0x9539ee93_64c8_802b_360b_c6f2f7cf2507);
@@ -74,40 +71,5 @@ async fn scenario_feed(tx: mpsc::Sender<AdapterEvent>, shutdown: CancellationTok
         if tx.send(event).await.is_err() {
             return;
         }
-    }
-}
-
-/// Prints events as JSON lines and stops the demo after `remaining` events.
-struct StdoutSink {
-    remaining: Option<u64>,
-    stop: CancellationToken,
-}
-
-impl EventSink for StdoutSink {
-    async fn accept(&mut self, events: Vec<OutgoingEvent>, _state: Vec<StateChange>) -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
-        for e in events {
-            if self.remaining == Some(0) {
-                break;
-            }
-            let mut line = e.event.to_json_bytes();
-            line.push(b'\n');
-            if let Err(err) = out.write_all(&line) {
-                // A closed pipe (`demo | head`) is a normal way to stop.
-                self.stop.cancel();
-                if err.kind() == std::io::ErrorKind::BrokenPipe {
-                    return Ok(());
-                }
-                return Err(err).context("writing to stdout");
-            }
-            if let Some(r) = self.remaining.as_mut() {
-                *r -= 1;
-            }
-        }
-        out.flush().ok();
-        if self.remaining == Some(0) {
-            self.stop.cancel();
-        }
-        Ok(())
     }
 }

@@ -9,6 +9,8 @@ mod demo;
 mod logging;
 mod notify;
 mod pipeline;
+mod service;
+mod sinks;
 
 use std::process::ExitCode;
 
@@ -50,8 +52,7 @@ fn main() -> ExitCode {
                 cli.log_format.unwrap_or(config.log.format),
                 cli.log_level.as_deref().or(config.log.level.as_deref()),
             );
-            eprintln!("pbx-listener: `run` needs the durable outbox, which this version does not have yet");
-            ExitCode::FAILURE
+            with_runtime(|shutdown| service::run(config, shutdown))
         }
     }
 }

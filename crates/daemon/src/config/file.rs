@@ -27,6 +27,8 @@ pub struct FileConfig {
     /// The PBXs to read; validated block by block by their adapter (see `config::mod`).
     #[serde(default)]
     pub pbx: Vec<IgnoredAny>,
+    /// Where events are delivered (the forwarder's own config type).
+    pub platform: forwarder::ForwarderConfig,
     /// The durable queue of events waiting for delivery.
     #[serde(default)]
     pub outbox: OutboxSection,
@@ -113,6 +115,15 @@ impl WhenFull {
         match self {
             WhenFull::DropOldest => "drop_oldest",
             WhenFull::DropNewest => "drop_newest",
+        }
+    }
+}
+
+impl From<WhenFull> for outbox::WhenFull {
+    fn from(w: WhenFull) -> outbox::WhenFull {
+        match w {
+            WhenFull::DropOldest => outbox::WhenFull::DropOldest,
+            WhenFull::DropNewest => outbox::WhenFull::DropNewest,
         }
     }
 }

@@ -106,6 +106,8 @@ pub struct Config {
     pub numbers: NumberPlan,
     /// `[[pbx]]` blocks.
     pub pbx: Vec<PbxConfig>,
+    /// `[platform]`, secrets loaded.
+    pub platform: forwarder::ForwarderSettings,
     /// `[outbox]`.
     pub outbox: OutboxSettings,
     /// `[admin]`.
@@ -186,7 +188,7 @@ impl<'a> Checker<'a> {
         self.errors.push(ConfigError {
             file: self.path.to_owned(),
             location,
-            key: key.map(ToString::to_string),
+            key: key.filter(|k| !k.0.is_empty()).map(ToString::to_string),
             message: err.message().trim_end().to_owned(),
         });
     }
@@ -273,6 +275,7 @@ fn validate(
         }
     };
     let pbx = validate_pbx_blocks(check, index);
+    let platform = load_platform(check, raw.platform, base);
     let outbox = OutboxSettings {
         data_dir: resolve(base, &raw.outbox.data_dir),
         max_bytes: raw.outbox.max_bytes,
@@ -290,7 +293,17 @@ fn validate(
             check.at(&KeyPath::keys(&["log", "level"]), format!("not a log filter: {e}"));
         }
     }
-    Some(Config { path: path.to_owned(), account, meta: raw.meta, numbers: numbers?, pbx, outbox, admin, log: raw.log })
+    Some(Config {
+        path: path.to_owned(),
+        account,
+        meta: raw.meta,
+        numbers: numbers?,
+        pbx,
+        platform: platform?,
+        outbox,
+        admin,
+        log: raw.log,
+    })
 }
 
 /// `[[pbx]]` blocks: `type` picks the adapter, whose own config type reads the other keys.
@@ -370,6 +383,35 @@ fn validate_pbx_blocks(check: &mut Checker<'_>, index: &SpanIndex<'_>) -> Vec<Pb
     out
 }
 
+/// `[platform]`: paths resolved against the file's directory, then the forwarder loads its
+/// secrets. Its errors name their key (`platform.<key>: …`).
+fn load_platform(
+    check: &mut Checker<'_>,
+    mut platform: forwarder::ForwarderConfig,
+    base: &Path,
+) -> Option<forwarder::ForwarderSettings> {
+    for p in &mut platform.signing_secret_files {
+        *p = resolve(base, p);
+    }
+    for p in [&mut platform.bearer_token_file, &mut platform.ca_file].into_iter().flatten() {
+        *p = resolve(base, p);
+    }
+    match platform.load() {
+        Ok(settings) => Some(settings),
+        Err(e) => {
+            let message = e.to_string();
+            // The forwarder words its errors as "platform.<key>…: message".
+            let key = message
+                .strip_prefix("platform.")
+                .and_then(|rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next())
+                .unwrap_or("url");
+            let message = message.split_once(": ").map_or(message.as_str(), |(_, m)| m).to_owned();
+            check.at(&KeyPath::keys(&["platform", key]), message);
+            None
+        }
+    }
+}
+
 /// A path from the file, relative to the file's directory unless absolute.
 pub fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() { p.to_owned() } else { base.join(p) }
@@ -396,6 +438,13 @@ impl Config {
         if self.pbx.is_empty() {
             line("pbx          none configured: the daemon would only forward what is already queued".into());
         }
+        line(format!(
+            "platform     {} ({} signing secret{}{})",
+            self.platform.url,
+            self.platform.secrets.len(),
+            if self.platform.secrets.len() == 1 { "" } else { "s, rotating" },
+            if self.platform.bearer.is_some() { ", bearer token" } else { "" }
+        ));
         line(format!(
             "outbox       {} (cap {} bytes, when full: {})",
             self.outbox.data_dir.display(),

@@ -4,8 +4,13 @@ use super::*;
 
 const EXAMPLE: &str = include_str!("../../../../deploy/pbx-listener.toml");
 
+/// Loads `text` as if it were a file in `deploy/`, so the example's relative secret paths resolve.
 fn load(text: &str) -> Result<Config, ConfigErrors> {
-    load_str(Path::new("/etc/pbx-listener/test.toml"), text)
+    load_str(&deploy_dir().join("test.toml"), text)
+}
+
+fn deploy_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
 }
 
 /// The errors as `line:col key message` strings.
@@ -35,7 +40,8 @@ fn the_example_config_is_valid() {
 #[test]
 fn defaults_for_optional_sections() {
     let config = load(
-        "[account]\nid = \"9539ee93-64c8-802b-360b-c6f2f7cf2507\"\nname = \"A\"\n[numbers]\ndefault_region = \"US\"\n",
+        "[account]\nid = \"9539ee93-64c8-802b-360b-c6f2f7cf2507\"\nname = \"A\"\n[numbers]\ndefault_region = \"US\"\n\
+         [platform]\nurl = \"https://p.example\"\nsigning_secret_files = [\"secrets/platform-signing-secret\"]\n",
     )
     .unwrap();
     assert_eq!(config.outbox.data_dir, Path::new("/var/lib/pbx-listener"));
@@ -116,5 +122,32 @@ fn every_error_is_reported_at_once() {
 #[test]
 fn relative_paths_are_relative_to_the_file() {
     let config = load(&EXAMPLE.replace("data_dir = \"/var/lib/pbx-listener\"", "data_dir = \"state\"")).unwrap();
-    assert_eq!(config.outbox.data_dir, Path::new("/etc/pbx-listener/state"));
+    assert_eq!(config.outbox.data_dir, deploy_dir().join("state"));
+}
+
+#[test]
+fn a_missing_secret_file_is_a_clear_error_with_its_line() {
+    let text = EXAMPLE.replace("secrets/platform-signing-secret\"]", "secrets/missing\"]");
+    let line = text.lines().position(|l| l.starts_with("signing_secret_files")).unwrap() + 1;
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with(&format!("{line}:1 platform.signing_secret_files cannot read ")), "{errs:?}");
+    assert!(errs[0].contains("secrets/missing"), "{errs:?}");
+}
+
+#[test]
+fn platform_errors_name_their_key() {
+    let errs = errors(&EXAMPLE.replace("https://events.example.net/v1/pbx-events", "http://events.example.net/"));
+    assert!(errs[0].contains("platform.url") && errs[0].contains("https://"), "{errs:?}");
+    let errs = errors(&EXAMPLE.replace("timeout_secs = 15", "timeout_secs = \"15\""));
+    assert!(errs[0].contains("invalid type"), "{errs:?}");
+}
+
+#[test]
+fn secrets_never_appear_in_the_summary() {
+    let config = load(EXAMPLE).unwrap();
+    let secret = std::fs::read_to_string(deploy_dir().join("secrets/platform-signing-secret")).unwrap();
+    let summary = config.summary();
+    assert!(!summary.contains(secret.trim()) && !summary.contains("whsec_"), "{summary}");
+    assert!(!format!("{config:?}").contains(secret.trim().trim_start_matches("whsec_")));
 }

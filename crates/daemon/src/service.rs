@@ -1,0 +1,207 @@
+//! `pbx-listener run`: the daemon.
+//!
+//! Start-up order makes every failure happen before READY: configuration (already validated),
+//! outbox open (refuses to start when the cap does not fit on the disk), lifecycle state
+//! restored, forwarder built, admin endpoint bound, then adapters and the pipeline start and we
+//! tell systemd we are ready. Shutdown runs the other way so nothing is lost: adapters stop
+//! first, the pipeline commits what they sent, then the forwarder stops and the outbox closes.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use forwarder::{DeliveryState, Forwarder};
+use listener_core::{AdapterEvent, CallLifecycle, EventContext};
+use outbox::{Outbox, OutboxConfig, StateChange};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, Check, Health};
+use crate::config::Config;
+use crate::notify;
+use crate::pipeline::{self, Cores};
+use crate::sinks::OutboxSink;
+
+/// Capacity of the adapters → pipeline channel: a burst this size is absorbed without slowing
+/// the PBX readers.
+const PIPELINE_CHANNEL: usize = 4096;
+
+/// How long the platform may fail before `/health/ready` turns red.
+const OUTAGE_UNREADY: Duration = Duration::from_secs(300);
+
+/// The outbox database file inside `[outbox] data_dir`.
+pub const OUTBOX_FILE: &str = "outbox.sqlite";
+
+/// Runs the daemon until `shutdown` (SIGTERM/SIGINT) or a fatal error.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = admin::install_metrics()?;
+    let health = Health::default();
+
+    let outbox = open_outbox(&config)?;
+    let lifecycle = restore_lifecycle(&config, &outbox).await?;
+
+    let forwarder = Forwarder::new(outbox.clone(), config.platform.clone()).context("building the HTTP client")?;
+    let forwarder_stop = CancellationToken::new();
+    let status_task = tokio::spawn(watch_delivery(forwarder.status(), health.clone()));
+    let mut forwarder_task = tokio::spawn({
+        let stop = forwarder_stop.clone();
+        async move { forwarder.run(stop.cancelled_owned()).await }
+    });
+
+    let admin_stop = CancellationToken::new();
+    let admin_task = match config.admin.listen {
+        Some(addr) => Some(admin::serve(addr, health.clone(), metrics, admin_stop.clone()).await?),
+        None => None,
+    };
+
+    let (tx, rx) = mpsc::channel::<AdapterEvent>(PIPELINE_CHANNEL);
+    let adapters_stop = CancellationToken::new();
+    let adapters: JoinSet<()> = JoinSet::new();
+    if config.pbx.is_empty() {
+        warn!("No [[pbx]] block is configured: only events already in the outbox will be delivered.");
+    }
+    for pbx in &config.pbx {
+        health.update(|h| {
+            h.pbx.insert(pbx.id.name.to_string(), Check::failing("adapter not available in this build"));
+        });
+        error!(pbx = %pbx.id, pbx_type = %pbx.id.pbx_type, "This PBX type has no adapter in this build yet; it is not read.");
+    }
+    drop(tx);
+
+    let cores = Cores { numbers: config.numbers.clone(), lifecycle };
+    let mut pipeline_task = tokio::spawn({
+        let outbox = outbox.clone();
+        async move { pipeline::run(rx, cores, &mut OutboxSink { outbox }).await }
+    });
+    health.update(|h| h.pipeline = Check::ok("running"));
+
+    notify::ready(&format!("Running: {} PBX(s), delivering to {}", config.pbx.len(), config.platform.url));
+    info!(pbx = config.pbx.len(), platform = %config.platform.url, outbox = %outbox.path().display(), "pbx-listener is running.");
+
+    // Run until asked to stop, or until a part fails for good. The pipeline ending on its own is
+    // normal only when no adapter feeds it.
+    let mut pipeline_done = false;
+    let failure: Option<anyhow::Error> = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break None,
+            result = &mut pipeline_task, if !pipeline_done => {
+                pipeline_done = true;
+                match result {
+                    Ok(Ok(_)) if config.pbx.is_empty() => {}
+                    Ok(Ok(_)) => break Some(anyhow::anyhow!("the pipeline stopped unexpectedly")),
+                    Ok(Err(e)) => break Some(e.context("the pipeline failed")),
+                    Err(e) => break Some(anyhow::anyhow!("the pipeline task panicked: {e}")),
+                }
+            }
+            result = &mut forwarder_task => break Some(match result {
+                Ok(Ok(())) => anyhow::anyhow!("the forwarder stopped unexpectedly"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("delivery failed"),
+                Err(e) => anyhow::anyhow!("the forwarder task panicked: {e}"),
+            }),
+        }
+    };
+    notify::stopping();
+    health.update(|h| h.pipeline = Check::failing("stopping"));
+
+    // Adapters first; the pipeline then drains what they sent and commits it.
+    adapters_stop.cancel();
+    join_all(adapters).await;
+    if !pipeline_done {
+        match tokio::time::timeout(Duration::from_secs(20), &mut pipeline_task).await {
+            Ok(Ok(Err(e))) => warn!(error = %format!("{e:#}"), "The pipeline failed while draining."),
+            Ok(_) => {}
+            Err(_) => warn!("The pipeline did not drain within 20 s; what it held is resent by the PBX snapshot."),
+        }
+    }
+    forwarder_stop.cancel();
+    if !forwarder_task.is_finished() {
+        let _ = forwarder_task.await;
+    }
+    admin_stop.cancel();
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    status_task.abort();
+    tokio::task::spawn_blocking(move || outbox.close()).await.ok();
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            info!("Stopped cleanly.");
+            Ok(())
+        }
+    }
+}
+
+/// Opens the outbox in `[outbox] data_dir`, creating the directory.
+fn open_outbox(config: &Config) -> anyhow::Result<Outbox> {
+    let dir = &config.outbox.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the outbox directory {} (`[outbox] data_dir`)", dir.display()))?;
+    let path = dir.join(OUTBOX_FILE);
+    Outbox::open(&path, OutboxConfig::new(config.outbox.max_bytes, config.outbox.when_full.into()))
+        .with_context(|| format!("opening the outbox {}", path.display()))
+}
+
+/// The lifecycle, with the calls that were open when we last stopped. Unreadable records are
+/// counted, logged and deleted: they must never stop the daemon from starting.
+async fn restore_lifecycle(config: &Config, outbox: &Outbox) -> anyhow::Result<CallLifecycle> {
+    let ctx = EventContext {
+        account_id: config.account.id,
+        account_name: config.account.name.clone(),
+        static_meta: config.meta.clone(),
+    };
+    let mut lifecycle = CallLifecycle::new(ctx);
+    let records = outbox.load_state().await.context("reading the call state from the outbox")?;
+    let errors = lifecycle.restore(records);
+    if !errors.is_empty() {
+        for e in &errors {
+            warn!(key = %e.key, error = %e.source, "Dropping unreadable call state.");
+        }
+        metrics::counter!("pbx_listener_lifecycle_state_discarded_total").increment(errors.len() as u64);
+        let deletes = errors.into_iter().map(|e| StateChange { key: e.key, value: None }).collect();
+        outbox.apply_state(deletes).await.context("deleting unreadable call state")?;
+    }
+    if lifecycle.open_calls() > 0 {
+        info!(
+            open_calls = lifecycle.open_calls(),
+            "Restored open calls; they are reconciled when each PBX sends its snapshot."
+        );
+    }
+    Ok(lifecycle)
+}
+
+/// Mirrors the forwarder's status into health and `systemctl status`.
+async fn watch_delivery(mut status: tokio::sync::watch::Receiver<forwarder::DeliveryStatus>, health: Health) {
+    loop {
+        let s = *status.borrow_and_update();
+        let check = match s.state {
+            DeliveryState::Delivering => Check::ok(format!("delivering ({} delivered)", s.delivered)),
+            DeliveryState::BackingOff { since_ms, attempts, .. } | DeliveryState::Probing { since_ms, attempts } => {
+                // Retrying is not failing while events are safe in the outbox; an outage longer
+                // than OUTAGE_UNREADY turns readiness red so monitoring notices.
+                let secs = pipeline::now().0.saturating_sub(since_ms) / 1000;
+                let detail = format!("platform failing for {secs} s, retrying ({attempts} failed attempts)");
+                if secs >= OUTAGE_UNREADY.as_secs() { Check::failing(detail) } else { Check::ok(detail) }
+            }
+            DeliveryState::EndpointGone { .. } => {
+                Check::failing("the platform answered 410 Gone: delivery stopped until restart")
+            }
+        };
+        notify::status(&check.detail);
+        health.update(|h| h.delivery = check);
+        // Re-evaluate at least every 10 s so a long outage is noticed without a state change.
+        match tokio::time::timeout(Duration::from_secs(10), status.changed()).await {
+            Ok(Err(_)) => return,
+            Ok(Ok(())) | Err(_) => {}
+        }
+    }
+}
+
+async fn join_all(mut set: JoinSet<()>) {
+    while let Some(result) = set.join_next().await {
+        if let Err(e) = result {
+            error!(error = %e, "An adapter task panicked.");
+        }
+    }
+}
