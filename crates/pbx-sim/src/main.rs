@@ -19,12 +19,15 @@ enum Command {
     /// An Avaya IP Office R11 DevLink3 server playing scripted call scenarios.
     #[command(name = "avaya-r11")]
     AvayaR11(pbx_sim::avaya_r11::Args),
+    /// Announce a B leg to pbx-listener as the platform does (a signed Level 2 event).
+    Announce(pbx_sim::announce::Args),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-    ).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Platform(args) => pbx_sim::platform::run_cli(args).await,
             Command::AvayaR11(args) => pbx_sim::avaya_r11::run_cli(args).await,
+            Command::Announce(args) => pbx_sim::announce::run_cli(args).await,
         }
     });
     match result {
