@@ -40,6 +40,8 @@ pub enum Command {
     },
     /// Run simulated PBXs and print their Level 3 events as JSON lines on stdout. No setup.
     Demo(DemoArgs),
+    /// Inspect and maintain the outbox (safe while the daemon runs).
+    Outbox(OutboxArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -56,4 +58,70 @@ pub struct DemoArgs {
     /// Only simulate this PBX type.
     #[arg(long, value_name = "TYPE")]
     pub pbx: Option<String>,
+}
+
+/// `outbox` options.
+#[derive(Debug, clap::Args)]
+pub struct OutboxArgs {
+    /// The outbox directory (default: `[outbox] data_dir` of `--config`).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: OutboxCommand,
+}
+
+/// `outbox` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Counts, bytes, the oldest pending event's age, and totals since the outbox was created.
+    Stats {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pending and quarantined events, with attempts and the last error.
+    List {
+        #[command(flatten)]
+        which: Which,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// As JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every event as a JSON line, its stored body included, on stdout.
+    Export {
+        #[command(flatten)]
+        which: Which,
+    },
+    /// Delete events for good.
+    Purge {
+        /// Every event, pending and quarantined.
+        #[arg(long)]
+        all: bool,
+        /// The quarantined events.
+        #[arg(long)]
+        quarantined: bool,
+        /// Events created longer ago than this (`90s`, `30m`, `12h`, `7d`).
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Move quarantined events back into delivery (after the platform was fixed).
+    RequeueQuarantined,
+}
+
+/// Which events a listing covers (default: both).
+#[derive(Debug, clap::Args)]
+pub struct Which {
+    /// Only events waiting for delivery.
+    #[arg(long, conflicts_with = "quarantined")]
+    pub pending: bool,
+    /// Only quarantined events.
+    #[arg(long)]
+    pub quarantined: bool,
 }

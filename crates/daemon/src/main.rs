@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod logging;
 mod notify;
+mod outbox_cli;
 mod pipeline;
 mod service;
 mod sinks;
@@ -34,6 +35,13 @@ fn main() -> ExitCode {
             let path = path.clone().unwrap_or_else(|| cli.config.clone());
             check_config(&path)
         }
+        Some(Command::Outbox(ref args)) => match outbox_cli::run(args, &cli.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pbx-listener: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Demo(ref args)) => {
             logging::init(cli.log_format.unwrap_or_default(), cli.log_level.as_deref());
             let args = args.clone();

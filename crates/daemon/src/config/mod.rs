@@ -412,6 +412,27 @@ fn load_platform(
     }
 }
 
+/// `[outbox] data_dir` of a configuration file, without validating the rest (and so without
+/// reading secrets): what `pbx-listener outbox …` needs.
+pub fn outbox_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct OnlyOutbox {
+        #[serde(default)]
+        outbox: Option<OutboxDir>,
+    }
+    #[derive(serde::Deserialize)]
+    struct OutboxDir {
+        data_dir: Option<PathBuf>,
+    }
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("reading {} (pass --data-dir to name the outbox directory instead)", path.display())
+    })?;
+    let only: OnlyOutbox = toml::from_str(&text).with_context(|| format!("reading [outbox] of {}", path.display()))?;
+    let dir = only.outbox.and_then(|o| o.data_dir).unwrap_or_else(|| file::OutboxSection::default().data_dir);
+    Ok(resolve(path.parent().unwrap_or(Path::new(".")), &dir))
+}
+
 /// A path from the file, relative to the file's directory unless absolute.
 pub fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() { p.to_owned() } else { base.join(p) }
