@@ -58,6 +58,20 @@ pub struct DemoArgs {
     /// Only simulate this PBX type.
     #[arg(long, value_name = "TYPE")]
     pub pbx: Option<String>,
+    /// Also deliver the events, through the real outbox and forwarder, to this URL (https://,
+    /// or http:// to a loopback address), signed per Standard Webhooks.
+    #[arg(long, value_name = "URL")]
+    pub forward_to: Option<String>,
+    /// The `whsec_` secret to sign with (default: the public demo secret, printed at start).
+    #[arg(long, value_name = "PATH", requires = "forward_to")]
+    pub signing_secret_file: Option<PathBuf>,
+    /// Where to keep the outbox (default: a temporary directory, removed at exit).
+    #[arg(long, value_name = "DIR", requires = "forward_to")]
+    pub data_dir: Option<PathBuf>,
+    /// With `--count` and `--forward-to`: fail if the events are not all delivered within this
+    /// many seconds.
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 60)]
+    pub timeout_secs: u64,
 }
 
 /// `outbox` options.

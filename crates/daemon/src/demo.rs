@@ -12,14 +12,26 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
 
+use std::time::Duration;
+
+use forwarder::{Forwarder, ForwarderConfig};
+use outbox::{Outbox, OutboxConfig};
+use webhook_signature::SigningSecret;
+
 use crate::cli::DemoArgs;
 use crate::pipeline::{self, Cores};
-use crate::sinks::StdoutSink;
+use crate::service::OUTBOX_FILE;
+use crate::sinks::{OutboxSink, StdoutSink, TeeSink};
 
 /// The demo's account (the seed's example account).
 pub const DEMO_ACCOUNT_ID: Uuid = Uuid::from_u128(0x9539ee93_64c8_802b_360b_c6f2f7cf2507);
 
-/// Runs the demo until `--count` events were printed, or until `shutdown`.
+/// The demo's signing key when no `--signing-secret-file` is given. Public: it only ever signs
+/// simulated events.
+pub const DEMO_SIGNING_KEY: &[u8] = b"pbx-listener demo signing key (public)";
+
+/// Runs the demo until `--count` events were printed (and, with `--forward-to`, delivered), or
+/// until `shutdown`.
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     if let Some(t) = args.pbx.as_deref() {
         if t != PbxType::AvayaR11.as_str() {
@@ -36,13 +48,101 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         lifecycle: CallLifecycle::new(ctx),
     };
     let (tx, rx) = mpsc::channel(1024);
-    let feed = tokio::spawn(scenario_feed(tx, shutdown.clone()));
-    let mut sink = StdoutSink { remaining: args.count, stop: shutdown.clone() };
+    // The feed stops on Ctrl-C, or once `--count` events were printed.
+    let feed_stop = shutdown.child_token();
+    let feed = tokio::spawn(scenario_feed(tx, feed_stop.clone()));
+    let stdout = StdoutSink { remaining: args.count, stop: feed_stop.clone() };
     info!(count = ?args.count, "Demo running: simulated PBX calls, Level 3 events on stdout. Ctrl-C to stop.");
+    let Some(url) = args.forward_to.clone() else {
+        let mut sink = stdout;
+        let result = pipeline::run(rx, cores, &mut sink).await;
+        feed_stop.cancel();
+        feed.await.context("the simulated PBX task")?;
+        return result.map(drop);
+    };
+
+    // --forward-to: through the real outbox and forwarder.
+    let temp = match &args.data_dir {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().context("creating a temporary outbox directory")?),
+    };
+    let data_dir = args.data_dir.clone().or_else(|| temp.as_ref().map(|t| t.path().to_owned())).unwrap_or_default();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let secret_file = match &args.signing_secret_file {
+        Some(path) => path.clone(),
+        None => {
+            let secret = SigningSecret::from_bytes(DEMO_SIGNING_KEY.to_vec()).to_whsec();
+            let path = data_dir.join("demo-signing-secret");
+            std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+            info!(secret = %secret, "Signing with the public demo secret; pass --signing-secret-file to use yours.");
+            path
+        }
+    };
+    let settings = ForwarderConfig::new(url.clone(), vec![secret_file])
+        .load()
+        .map_err(|e| anyhow::anyhow!("--forward-to / --signing-secret-file: {e}"))?;
+    let outbox = Outbox::open(&data_dir.join(OUTBOX_FILE), OutboxConfig::new(64 << 20, outbox::WhenFull::DropNewest))
+        .with_context(|| format!("opening the demo outbox in {}", data_dir.display()))?;
+    let forwarder = Forwarder::new(outbox.clone(), settings).context("building the HTTP client")?;
+    let forwarder_stop = CancellationToken::new();
+    let forwarder_task = tokio::spawn(forwarder.run(forwarder_stop.clone().cancelled_owned()));
+    info!(url = %url, outbox = %data_dir.display(), "Forwarding the demo's events.");
+
+    let mut sink = TeeSink { outbox: OutboxSink { outbox: outbox.clone() }, stdout };
     let result = pipeline::run(rx, cores, &mut sink).await;
-    shutdown.cancel();
+    feed_stop.cancel();
     feed.await.context("the simulated PBX task")?;
-    result.map(|_| ())
+    let stats = result?;
+    let delivered = match args.count {
+        Some(_) if !shutdown.is_cancelled() => wait_delivered(&outbox, args.timeout_secs, &shutdown).await,
+        // No count: keep delivering until Ctrl-C.
+        _ => {
+            shutdown.cancelled().await;
+            Ok(())
+        }
+    };
+    forwarder_stop.cancel();
+    let forwarder_result = forwarder_task.await;
+    tokio::task::spawn_blocking(move || outbox.close()).await.ok();
+    delivered?;
+    match forwarder_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(anyhow::Error::new(e).context("delivery failed")),
+        Err(e) => bail!("the forwarder task panicked: {e}"),
+    }
+    info!(events = stats.events, "Demo finished.");
+    Ok(())
+}
+
+/// Waits until the outbox is empty: every event delivered. Fails when one was quarantined
+/// (the receiver rejected it) or when `timeout_secs` pass.
+async fn wait_delivered(outbox: &Outbox, timeout_secs: u64, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
+    loop {
+        let stats = outbox.stats().await.context("reading the outbox")?;
+        if stats.quarantined_events > 0 {
+            bail!(
+                "the receiver rejected {} event(s) with a 4xx (see `pbx-listener outbox list --data-dir {}`)",
+                stats.quarantined_events,
+                outbox.path().parent().map(|p| p.display().to_string()).unwrap_or_default()
+            );
+        }
+        if stats.pending_events == 0 {
+            info!(delivered = stats.delivered_total, "Every event was delivered.");
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "{} event(s) not delivered within {timeout_secs} s (is the receiver up? last error in `pbx-listener outbox list --data-dir {}`)",
+                stats.pending_events,
+                outbox.path().parent().map(|p| p.display().to_string()).unwrap_or_default()
+            );
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => bail!("interrupted with {} event(s) not delivered", stats.pending_events),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
 }
 
 /// Feeds scripted calls "through the core" until cancelled: a new call every 1.5 s, played at
