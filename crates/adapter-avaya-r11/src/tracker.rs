@@ -235,6 +235,53 @@ fn classify_party(p: &Party<'_>) -> Device {
     classify(p.public_line, p.equipment_class, p.called_type, &p.identity, &p.description)
 }
 
+/// [`classify_party`] without allocating, for comparing with a known device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeviceRef<'a> {
+    Extension(&'a str),
+    ParkSlot(Option<&'a str>),
+    Trunk,
+    Other,
+}
+
+fn classify_ref<'a>(p: &'a Party<'_>) -> DeviceRef<'a> {
+    let identity = opt(&p.identity);
+    if p.equipment_class == Some(equipment::PARK_SLOT)
+        || (p.called_type == Some(called_type::PARK_CALL) && p.public_line != Some(1))
+    {
+        return DeviceRef::ParkSlot(identity.or_else(|| opt(&p.description)));
+    }
+    match classify(p.public_line, p.equipment_class, p.called_type, "", "") {
+        Device::Trunk => DeviceRef::Trunk,
+        _ if is_phone(p.equipment_class) => identity.map_or(DeviceRef::Other, DeviceRef::Extension),
+        _ => DeviceRef::Other,
+    }
+}
+
+impl PartialEq<DeviceRef<'_>> for Device {
+    fn eq(&self, other: &DeviceRef<'_>) -> bool {
+        match (self, other) {
+            (Device::Extension(a), DeviceRef::Extension(b)) => a.0 == *b,
+            (Device::ParkSlot(a), DeviceRef::ParkSlot(b)) => a.as_deref() == *b,
+            (Device::Trunk, DeviceRef::Trunk) | (Device::Other, DeviceRef::Other) => true,
+            _ => false,
+        }
+    }
+}
+
+fn is_phone(class: Option<u32>) -> bool {
+    matches!(
+        class,
+        None | Some(1)
+            | Some(equipment::TDM_PHONE)
+            | Some(equipment::H323_PHONE)
+            | Some(equipment::SIP_DEVICE)
+            | Some(equipment::DECT_PHONE)
+            | Some(equipment::MOBILE_PHONE)
+            | Some(equipment::WEBRTC_PHONE)
+    )
+}
+
 fn classify(
     public_line: Option<u32>,
     class: Option<u32>,
@@ -248,18 +295,8 @@ fn classify(
     if public_line == Some(1) {
         return Device::Trunk;
     }
-    let phone = matches!(
-        class,
-        None | Some(1)
-            | Some(equipment::TDM_PHONE)
-            | Some(equipment::H323_PHONE)
-            | Some(equipment::SIP_DEVICE)
-            | Some(equipment::DECT_PHONE)
-            | Some(equipment::MOBILE_PHONE)
-            | Some(equipment::WEBRTC_PHONE)
-    );
     match nonempty(identity) {
-        Some(ext) if phone => Device::Extension(Extension(ext)),
+        Some(ext) if is_phone(class) => Device::Extension(Extension(ext)),
         _ => Device::Other,
     }
 }
@@ -273,54 +310,70 @@ fn party_status(p: &Party<'_>) -> Status {
     }
 }
 
+/// What a `Detail` says about who the call is between, borrowed from the record.
+#[derive(Default)]
+struct InfoRef<'a> {
+    direction: Option<Direction>,
+    external_number: Option<&'a str>,
+    dialled_number: Option<&'a str>,
+    caller_name: Option<&'a str>,
+}
+
+fn opt(s: &str) -> Option<&str> {
+    let s = s.trim();
+    (!s.is_empty()).then_some(s)
+}
+
 /// What the PBX says about who the call is between.
-fn derive_info(d: &Detail<'_>) -> CallInfo {
+fn derive_info<'a>(d: &'a Detail<'_>) -> InfoRef<'a> {
     let a = &d.party_a;
     let b = d.party_b.as_ref();
     let a_trunk = a.public_line == Some(1);
     let b_trunk = b.is_some_and(|b| b.public_line == Some(1));
-    let mut info = CallInfo::default();
+    let mut info = InfoRef::default();
     if a_trunk && a.direction != Some(0) {
-        info.direction = Direction::Inbound;
-        info.external_number = nonempty(&a.cli);
-        info.dialled_number = nonempty(&a.did);
-        info.caller_name = nonempty(&a.name);
+        info.direction = Some(Direction::Inbound);
+        info.external_number = opt(&a.cli);
+        info.dialled_number = opt(&a.did);
+        info.caller_name = opt(&a.name);
     } else if a_trunk {
         // The PBX placed this call on a trunk: an outbound call from the trunk's point of view.
-        info.direction = Direction::Outbound;
-        info.external_number = nonempty(&a.target_number).or_else(|| nonempty(&a.dialled));
-        info.dialled_number = info.external_number.clone();
+        info.direction = Some(Direction::Outbound);
+        info.external_number = opt(&a.target_number).or_else(|| opt(&a.dialled));
+        info.dialled_number = info.external_number;
     } else if let Some(b) = b.filter(|_| b_trunk) {
-        info.direction = Direction::Outbound;
-        info.external_number = nonempty(&b.target_number).or_else(|| nonempty(&a.dialled)).or_else(|| nonempty(&b.did));
-        info.dialled_number = nonempty(&a.dialled).or_else(|| info.external_number.clone());
+        info.direction = Some(Direction::Outbound);
+        info.external_number = opt(&b.target_number).or_else(|| opt(&a.dialled)).or_else(|| opt(&b.did));
+        info.dialled_number = opt(&a.dialled).or(info.external_number);
     } else if let Some(b) = b {
         if classify_party(b) != Device::Trunk && !a.identity.is_empty() && !b.identity.is_empty() {
-            info.direction = Direction::Internal;
-            info.external_number = nonempty(&a.identity);
-            info.dialled_number = nonempty(&b.identity);
+            info.direction = Some(Direction::Internal);
+            info.external_number = opt(&a.identity);
+            info.dialled_number = opt(&b.identity);
         }
     } else if !a.identity.is_empty() && d.targets.iter().any(|t| !t.identity.is_empty() && t.public_line != Some(1)) {
-        info.direction = Direction::Internal;
-        info.external_number = nonempty(&a.identity);
-        info.dialled_number = nonempty(&a.dialled).or_else(|| d.targets.first().and_then(|t| nonempty(&t.identity)));
+        info.direction = Some(Direction::Internal);
+        info.external_number = opt(&a.identity);
+        info.dialled_number = opt(&a.dialled).or_else(|| d.targets.first().and_then(|t| opt(&t.identity)));
     }
     info
 }
 
-/// Merges what is known; a later record never forgets an earlier fact.
-fn merge_info(into: &mut CallInfo, from: CallInfo) {
-    if from.direction != Direction::Unknown {
-        into.direction = from.direction;
+/// Merges what is known; a later record never forgets an earlier fact. Allocates only for
+/// what changed (the same Detail facts repeat with every record of a call).
+fn merge_info(into: &mut CallInfo, from: InfoRef<'_>) {
+    if let Some(direction) = from.direction {
+        into.direction = direction;
     }
     for (dst, src) in [
         (&mut into.external_number, from.external_number),
         (&mut into.dialled_number, from.dialled_number),
-        (&mut into.sip_call_id, from.sip_call_id),
         (&mut into.caller_name, from.caller_name),
     ] {
-        if src.is_some() {
-            *dst = src;
+        if let Some(v) = src
+            && dst.as_deref() != Some(v)
+        {
+            *dst = Some(v.to_owned());
         }
     }
 }
@@ -501,7 +554,7 @@ impl Tracker {
             return;
         }
         let answered = call.answered;
-        let node = key.node.clone();
+        let node: &str = &key.node;
         let vanished: Vec<(String, PartyState)> = call.parties.iter().map(|(e, p)| (e.clone(), p.clone())).collect();
         for (end, p) in vanished {
             if let (Device::Extension(ext), true) = (&p.device, p.announced) {
@@ -607,18 +660,23 @@ impl Tracker {
         call.epoch = epoch;
         merge_info(&mut call.info, derive_info(d));
         for p in std::iter::once(&d.party_a).chain(d.party_b.as_ref()) {
-            if let Some((sip, _)) = self.sip.get(p.end_id.as_ref()) {
+            if let Some((sip, _)) = self.sip.get(p.end_id.as_ref())
+                && call.info.sip_call_id.as_deref() != Some(sip.as_str())
+            {
                 call.info.sip_call_id = Some(sip.clone());
             }
         }
-        let hunt_group = nonempty(&d.call.target_hunt_group).or_else(|| nonempty(&d.call.original_hunt_group));
-        if hunt_group.is_some() {
-            call.hunt_group = hunt_group;
+        if let Some(hg) = opt(&d.call.target_hunt_group).or_else(|| opt(&d.call.original_hunt_group))
+            && call.hunt_group.as_deref() != Some(hg)
+        {
+            call.hunt_group = Some(hg.to_owned());
         }
-        if let Some(tag) = nonempty(&d.call.tag) {
-            call.tag = Some(tag);
+        if let Some(tag) = opt(&d.call.tag)
+            && call.tag.as_deref() != Some(tag)
+        {
+            call.tag = Some(tag.to_owned());
         }
-        let node = key.node.clone();
+        let node: &str = &key.node;
 
         let new_parties: Vec<&Party<'_>> = std::iter::once(&d.party_a).chain(d.party_b.as_ref()).collect();
         let park_slot_now = new_parties.iter().find_map(|p| match classify_party(p) {
@@ -627,8 +685,12 @@ impl Tracker {
         });
 
         // 1. Parties that are gone from this Detail.
-        let present: BTreeSet<&str> = new_parties.iter().map(|p| p.end_id.as_ref()).collect();
-        let gone: Vec<String> = call.parties.keys().filter(|e| !present.contains(e.as_str())).cloned().collect();
+        let gone: Vec<String> = call
+            .parties
+            .keys()
+            .filter(|e| !new_parties.iter().any(|p| p.end_id.as_ref() == e.as_str()))
+            .cloned()
+            .collect();
         for end in gone {
             let Some(p) = call.parties.get(&end).cloned() else { continue };
             let replaced_by = new_parties.iter().find(|n| n.related_end_id.as_ref() == end);
@@ -672,18 +734,31 @@ impl Tracker {
 
         // 2. Parties present now.
         for p in &new_parties {
-            let end = p.end_id.to_string();
-            let device = classify_party(p);
+            let end: &str = p.end_id.as_ref();
             let status = party_status(p);
-            self.ends.insert(end.clone(), key.clone());
-            self.timers.remove(&Timer::Vanish(end.clone()));
-            let was_target = call.targets.remove(&end);
-            let previous = call.parties.get(&end).cloned();
-            let mut announced = previous.as_ref().is_some_and(|q| q.announced);
-            if let Device::Extension(ext) = &device {
-                let before = previous.as_ref().map(|q| q.status);
-                let was_ringing_target = was_target.is_some();
-                let facts = end_facts(&end, &node);
+            if self.ends.get(end) != Some(&key) {
+                self.ends.insert(end.to_owned(), key.clone());
+            }
+            let was_ringing_target = call.targets.remove(end).is_some();
+            let existing = call.parties.get(end);
+            let previous = existing.map(|q| (q.status, q.announced, q.vanished));
+            if previous.is_some_and(|(_, _, vanished)| vanished) {
+                self.timers.remove(&Timer::Vanish(end.to_owned()));
+            }
+            // Only classify into an owned device when the party is new or changed device.
+            let fresh = match existing {
+                Some(q) if q.device == classify_ref(p) => None,
+                _ => Some(classify_party(p)),
+            };
+            let device: &Device = match (&fresh, existing) {
+                (Some(d), _) => d,
+                (None, Some(q)) => &q.device,
+                (None, None) => unreachable!("a party without a device is always fresh"),
+            };
+            let mut announced = previous.is_some_and(|(_, a, _)| a);
+            let mut emit = None;
+            if let Device::Extension(ext) = device {
+                let before = previous.map(|(s, _, _)| s);
                 let change = match (before, status) {
                     (Some(b), s) if b == s => None,
                     (_, Status::Connected) if p.called_type == Some(called_type::UNPARK_CALL) && before.is_none() => {
@@ -704,20 +779,32 @@ impl Tracker {
                 }
                 if let Some(change) = change {
                     announced = true;
-                    self.emitter.call(now, call, Some(ext.clone()), change, facts);
+                    emit = Some((ext.clone(), change));
                 }
             }
-            call.parties.insert(end, PartyState { device, status, announced, vanished: false });
+            match (fresh, call.parties.get_mut(end)) {
+                (None, Some(q)) => {
+                    q.status = status;
+                    q.announced = announced;
+                    q.vanished = false;
+                }
+                (fresh, _) => {
+                    let device = fresh.unwrap_or_else(|| classify_party(p));
+                    call.parties.insert(end.to_owned(), PartyState { device, status, announced, vanished: false });
+                }
+            }
+            if let Some((ext, change)) = emit {
+                self.emitter.call(now, call, Some(ext), change, end_facts(end, node));
+            }
         }
 
         // 3. Targets: new ones ring, missing ones stopped ringing.
         let new_targets: Vec<&Target<'_>> =
             d.targets.iter().filter(|t| !call.rejected.contains(t.end_id.as_ref())).collect();
-        let target_ids: BTreeSet<&str> = new_targets.iter().map(|t| t.end_id.as_ref()).collect();
         let stopped: Vec<(String, TargetState)> = call
             .targets
             .iter()
-            .filter(|(e, _)| !target_ids.contains(e.as_str()))
+            .filter(|(e, _)| !new_targets.iter().any(|t| t.end_id.as_ref() == e.as_str()))
             .map(|(e, t)| (e.clone(), t.clone()))
             .collect();
         let answered_now = call.connected_extension();
