@@ -560,7 +560,7 @@ impl Tracker {
             if let (Device::Extension(ext), true) = (&p.device, p.announced) {
                 let reason = lost_reason(None, p.status, answered && p.status == Status::Ringing, true);
                 let change = CallChange::Disconnected { reason };
-                self.emitter.call(now, call, Some(ext.clone()), change, end_facts(&end, &node));
+                self.emitter.call(now, call, Some(ext.clone()), change, end_facts(&end, node));
             }
         }
         let targets: Vec<(String, TargetState)> = call.targets.iter().map(|(e, t)| (e.clone(), t.clone())).collect();
@@ -568,7 +568,7 @@ impl Tracker {
             if let Some(ext) = t.extension {
                 let reason =
                     if answered { DisconnectReason::AnsweredElsewhere } else { DisconnectReason::CallerAbandoned };
-                self.emitter.call(now, call, Some(ext), CallChange::Disconnected { reason }, end_facts(&end, &node));
+                self.emitter.call(now, call, Some(ext), CallChange::Disconnected { reason }, end_facts(&end, node));
             }
         }
         if call.announced {
@@ -701,7 +701,7 @@ impl Tracker {
                     if p.announced {
                         call.park_slot = slot.clone();
                         let change = CallChange::Parked { slot: slot.clone() };
-                        self.emitter.call(now, call, Some(ext.clone()), change, end_facts(&end, &node));
+                        self.emitter.call(now, call, Some(ext.clone()), change, end_facts(&end, node));
                     }
                 }
                 (Device::Extension(ext), _, Some(by)) => {
@@ -710,7 +710,7 @@ impl Tracker {
                     if p.announced {
                         let to = nonempty(&by.identity).or_else(|| nonempty(&by.target_number));
                         let change = CallChange::Transferred { to };
-                        self.emitter.call(now, call, Some(ext.clone()), change, end_facts(&end, &node));
+                        self.emitter.call(now, call, Some(ext.clone()), change, end_facts(&end, node));
                     }
                 }
                 (Device::ParkSlot(slot), _, _) => {
@@ -818,7 +818,7 @@ impl Tracker {
                 continue;
             }
             let reason = if answered_now { DisconnectReason::AnsweredElsewhere } else { DisconnectReason::NoAnswer };
-            self.emitter.call(now, call, Some(ext), CallChange::Disconnected { reason }, end_facts(&end, &node));
+            self.emitter.call(now, call, Some(ext), CallChange::Disconnected { reason }, end_facts(&end, node));
         }
         for t in new_targets {
             let end = t.end_id.to_string();
@@ -837,7 +837,7 @@ impl Tracker {
                     .values()
                     .any(|p| !p.vanished && p.device == Device::Extension(ext.clone()) && p.status != Status::Other);
                 if !in_call {
-                    let mut facts = end_facts(&end, &node);
+                    let mut facts = end_facts(&end, node);
                     if let Some(purpose) = nonempty(&t.purpose) {
                         facts.insert("avayaPurpose".into(), purpose);
                     }
