@@ -52,8 +52,9 @@ mod defaults {
     pub fn connect_timeout_secs() -> u64 {
         5
     }
+    /// 64 reaches the 10k events/s target on loopback (docs/PERFORMANCE.md, Delivery).
     pub fn max_concurrency() -> usize {
-        16
+        64
     }
     pub fn backoff_initial_ms() -> u64 {
         500

@@ -17,7 +17,7 @@ fn parses_toml_with_defaults_and_rejects_unknown_keys() {
     )
     .unwrap();
     assert_eq!(config.timeout_secs, 15);
-    assert_eq!(config.max_concurrency, 16);
+    assert_eq!(config.max_concurrency, 64);
     assert_eq!(config.backoff_max_secs, 60);
     let err = toml::from_str::<ForwarderConfig>("url = \"https://x\"\nsigning_secret_files = []\ntimeout_sec = 3\n")
         .unwrap_err()
