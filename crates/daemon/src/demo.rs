@@ -19,9 +19,11 @@ use outbox::{Outbox, OutboxConfig};
 use webhook_signature::SigningSecret;
 
 use crate::cli::DemoArgs;
-use crate::pipeline::{self, Cores};
+use crate::notify::Watchdog;
+use crate::pipeline::{self, Cores, Inputs};
 use crate::service::OUTBOX_FILE;
 use crate::sinks::{OutboxSink, StdoutSink, TeeSink};
+use correlation::{CorrelationConfig, Correlator};
 
 /// The demo's account (the seed's example account).
 pub const DEMO_ACCOUNT_ID: Uuid = Uuid::from_u128(0x9539ee93_64c8_802b_360b_c6f2f7cf2507);
@@ -45,9 +47,13 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     };
     let cores = Cores {
         numbers: NumberPlan::new("GB", 6).context("the demo's number plan")?,
+        correlator: Correlator::new(CorrelationConfig::default()).context("the demo's correlation settings")?,
         lifecycle: CallLifecycle::new(ctx),
     };
     let (tx, rx) = mpsc::channel(1024);
+    let (_legs_tx, legs_rx) = mpsc::channel(1024);
+    let inputs = Inputs { adapters: rx, legs: legs_rx };
+    let mut watchdog = Watchdog::from_env();
     // The feed stops on Ctrl-C, or once `--count` events were printed.
     let feed_stop = shutdown.child_token();
     let feed = tokio::spawn(scenario_feed(tx, feed_stop.clone()));
@@ -55,7 +61,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     info!(count = ?args.count, "Demo running: simulated PBX calls, Level 3 events on stdout. Ctrl-C to stop.");
     let Some(url) = args.forward_to.clone() else {
         let mut sink = stdout;
-        let result = pipeline::run(rx, cores, &mut sink).await;
+        let result = pipeline::run(inputs, cores, &mut sink, &mut watchdog).await;
         feed_stop.cancel();
         feed.await.context("the simulated PBX task")?;
         return result.map(drop);
@@ -89,7 +95,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     info!(url = %url, outbox = %data_dir.display(), "Forwarding the demo's events.");
 
     let mut sink = TeeSink { outbox: OutboxSink { outbox: outbox.clone() }, stdout };
-    let result = pipeline::run(rx, cores, &mut sink).await;
+    let result = pipeline::run(inputs, cores, &mut sink, &mut watchdog).await;
     feed_stop.cancel();
     feed.await.context("the simulated PBX task")?;
     let stats = result?;

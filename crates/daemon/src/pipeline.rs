@@ -1,20 +1,25 @@
 //! The pipeline task: adapters → numbers → correlation → lifecycle → sink.
 //!
-//! One task owns the pure cores and drives them; adapters feed it through a bounded channel
-//! (so a slow sink slows the PBX readers instead of dropping signals). Everything that arrives
-//! while a batch is being committed goes into the next batch: one sink call (one outbox
-//! commit) covers a burst.
+//! One task owns the pure cores and drives them: PBX signals from the adapters, leg updates
+//! from the announcement endpoint and the SIP tap, and the correlator's timers. Adapters feed
+//! it through a bounded channel (a slow sink slows the PBX readers instead of dropping
+//! signals). Everything that arrives while a batch is being committed goes into the next batch:
+//! one sink call (one outbox commit) covers a burst.
 
 use std::future::Future;
+use std::time::Duration;
 
+use correlation::{Correlator, CorrelatorOutput, LegUpdate};
 use listener_core::{
-    AdapterEvent, BoxFuture, CallLifecycle, CorrelatedSignal, LegBinding, NumberPlan, OutgoingEvent, SignalBody,
-    SignalSink, SinkClosed, StateChange, UnixMillis,
+    AdapterEvent, BoxFuture, CallLifecycle, NumberPlan, OutgoingEvent, SignalBody, SignalSink, SinkClosed, StateChange,
+    UnixMillis,
 };
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-/// The most adapter events folded into one batch.
+use crate::notify::Watchdog;
+
+/// The most inputs folded into one batch.
 const MAX_BATCH_INPUTS: usize = 1024;
 
 /// Where built events go: stdout for the demo, the outbox for the daemon.
@@ -41,7 +46,7 @@ impl SignalSink for ChannelSink {
 /// What the pipeline did, for the final log line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PipelineStats {
-    /// Adapter events received.
+    /// Adapter events and leg updates received.
     pub inputs: u64,
     /// Level 3 events handed to the sink.
     pub events: u64,
@@ -51,41 +56,89 @@ pub struct PipelineStats {
 pub struct Cores {
     /// Normalises numbers once, before correlation.
     pub numbers: NumberPlan,
+    /// Binds PBX calls to platform legs.
+    pub correlator: Correlator,
     /// Keeps the contract and builds events.
     pub lifecycle: CallLifecycle,
 }
 
-/// Runs until every adapter has dropped its sender, then returns after the last batch is in
-/// the sink. Stop the adapters to stop the pipeline: nothing in the channel is lost.
+/// The pipeline's inputs.
+pub struct Inputs {
+    /// From the adapters. The pipeline ends when every sender is dropped.
+    pub adapters: mpsc::Receiver<AdapterEvent>,
+    /// From the leg sources (may close at any time; the pipeline goes on).
+    pub legs: mpsc::Receiver<LegUpdate>,
+}
+
+/// Runs until every adapter has dropped its sender; then releases what correlation still
+/// holds and returns after the last batch is in the sink. Stop the adapters to stop the
+/// pipeline: nothing in the channel is lost.
 pub async fn run(
-    mut rx: mpsc::Receiver<AdapterEvent>,
+    inputs: Inputs,
     mut cores: Cores,
     sink: &mut impl EventSink,
+    watchdog: &mut Watchdog,
 ) -> anyhow::Result<PipelineStats> {
+    let Inputs { adapters: mut rx, legs: mut legs_rx } = inputs;
     let mut stats = PipelineStats::default();
-    while let Some(first) = rx.recv().await {
-        let mut n = 1;
-        cores.handle(first);
-        while n < MAX_BATCH_INPUTS {
-            match rx.try_recv() {
-                Ok(ev) => {
+    let mut legs_open = true;
+    let tick = watchdog.interval().unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
+    loop {
+        let deadline = cores.correlator.poll_timeout();
+        let sleep = deadline.map_or(tick, |d| Duration::from_millis(d.since(now())).min(tick));
+        let mut n = 0;
+        let mut adapters_done = false;
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => {
                     cores.handle(ev);
                     n += 1;
+                    while n < MAX_BATCH_INPUTS {
+                        let Ok(ev) = rx.try_recv() else { break };
+                        cores.handle(ev);
+                        n += 1;
+                    }
                 }
-                Err(_) => break,
-            }
+                None => adapters_done = true,
+            },
+            leg = legs_rx.recv(), if legs_open => match leg {
+                Some(leg) => {
+                    cores.correlator.handle_leg(now(), leg);
+                    n += 1;
+                }
+                None => legs_open = false,
+            },
+            _ = tokio::time::sleep(sleep) => {}
+        }
+        watchdog.tick();
+        let now = now();
+        if adapters_done {
+            // Shutting down: release every call still waiting for its leg, as the policy says.
+            cores.correlator.handle_timeout(UnixMillis(u64::MAX));
+        } else if deadline.is_some_and(|d| d <= now) {
+            cores.correlator.handle_timeout(now);
         }
         stats.inputs += n as u64;
+        cores.feed_lifecycle();
         let events: Vec<OutgoingEvent> = std::iter::from_fn(|| cores.lifecycle.poll_event()).collect();
         let state = cores.lifecycle.drain_state_changes();
-        if events.is_empty() && state.is_empty() {
-            continue;
+        if !events.is_empty() || !state.is_empty() {
+            stats.events += events.len() as u64;
+            debug!(events = events.len(), state_changes = state.len(), inputs = n, "Committing a batch.");
+            sink.accept(events, state).await?;
         }
-        stats.events += events.len() as u64;
-        debug!(events = events.len(), state_changes = state.len(), inputs = n, "Committing a batch.");
-        sink.accept(events, state).await?;
+        if adapters_done {
+            break;
+        }
     }
-    info!(inputs = stats.inputs, events = stats.events, open_calls = cores.lifecycle.open_calls(), "Pipeline drained.");
+    let c = cores.correlator.stats();
+    info!(
+        inputs = stats.inputs,
+        events = stats.events,
+        open_calls = cores.lifecycle.open_calls(),
+        correlation = ?c,
+        "Pipeline drained."
+    );
     Ok(stats)
 }
 
@@ -98,15 +151,30 @@ impl Cores {
                 }
                 metrics::counter!("pbx_listener_signals_received_total", "pbx" => signal.pbx.name.to_string())
                     .increment(1);
-                // Correlation is wired in by the correlation issue; until then every call is unmatched.
-                self.lifecycle.handle_signal(CorrelatedSignal { signal, binding: LegBinding::unmatched() });
+                self.correlator.handle_signal(now(), signal);
             }
             AdapterEvent::Resync { pbx, live_calls, at } => {
+                // Correlation first: a held signal of a call must reach the lifecycle before the
+                // resync decides which calls are gone.
+                self.feed_lifecycle();
                 info!(pbx = %pbx, live_calls = live_calls.len(), "PBX snapshot complete; reconciling open calls.");
                 self.lifecycle.handle_resync(&pbx, &live_calls, at);
             }
             AdapterEvent::Link { pbx, state } => {
-                info!(pbx = %pbx, state = ?state, "PBX link changed.");
+                debug!(pbx = %pbx, state = ?state, "PBX link state.");
+            }
+        }
+    }
+
+    /// Moves everything correlation has decided into the lifecycle.
+    fn feed_lifecycle(&mut self) {
+        while let Some(out) = self.correlator.poll_output() {
+            match out {
+                CorrelatorOutput::Correlated(signal) => self.lifecycle.handle_signal(signal),
+                CorrelatorOutput::Dropped { signal, reason } => {
+                    metrics::counter!("pbx_listener_signals_dropped_total", "reason" => reason.as_str()).increment(1);
+                    debug!(pbx = %signal.pbx, reason = reason.as_str(), "Dropped an unmatched signal (correlation.unmatched = \"drop\").");
+                }
             }
         }
     }
@@ -116,4 +184,12 @@ impl Cores {
 pub fn now() -> UnixMillis {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     UnixMillis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// Logs a leg source that stopped (the pipeline goes on without it).
+pub fn leg_source_stopped(name: &str, error: Option<&dyn std::fmt::Display>) {
+    match error {
+        Some(e) => warn!(source = name, error = %e, "A leg source stopped."),
+        None => debug!(source = name, "A leg source stopped."),
+    }
 }

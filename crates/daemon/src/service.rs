@@ -9,9 +9,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use correlation::{Correlator, LegUpdate};
 use forwarder::{DeliveryState, Forwarder};
+use leg_announce::LegAnnounceServer;
 use listener_core::{AdapterEvent, CallLifecycle, EventContext};
 use outbox::{Outbox, OutboxConfig, StateChange};
+use sip_tap::SipTap;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -19,8 +22,8 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, Check, Health};
 use crate::config::Config;
-use crate::notify;
-use crate::pipeline::{self, Cores};
+use crate::notify::{self, Watchdog};
+use crate::pipeline::{self, Cores, Inputs};
 use crate::sinks::OutboxSink;
 
 /// Capacity of the adapters → pipeline channel: a burst this size is absorbed without slowing
@@ -69,10 +72,40 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     drop(tx);
 
-    let cores = Cores { numbers: config.numbers.clone(), lifecycle };
+    // Leg sources: the announcement endpoint and the SIP tap, bound before READY.
+    let (legs_tx, legs_rx) = mpsc::channel::<LegUpdate>(PIPELINE_CHANNEL);
+    let legs_stop = CancellationToken::new();
+    let mut leg_tasks = JoinSet::new();
+    if let Some(legs) = &config.legs {
+        let server =
+            LegAnnounceServer::bind(legs).await.context("starting the leg announcement endpoint (`[legs]`)")?;
+        let addr = server.local_addr().context("reading the announcement endpoint's address")?;
+        info!(address = %addr, "Leg announcement endpoint listening.");
+        let (tx, stop) = (legs_tx.clone(), legs_stop.clone());
+        leg_tasks.spawn(async move {
+            if let Err(e) = server.serve(tx, stop.cancelled_owned()).await {
+                pipeline::leg_source_stopped("legs", Some(&e));
+            }
+        });
+    }
+    if let Some(tap_config) = &config.sip_tap {
+        let tap = SipTap::bind(tap_config.clone()).await.context("starting the SIP tap (`[sip_tap]`)")?;
+        info!(hep_udp = ?tap.hep_udp_addr(), hep_tcp = ?tap.hep_tcp_addr(), sip_udp = ?tap.sip_udp_addr(), "SIP tap listening.");
+        let (tx, stop) = (legs_tx.clone(), legs_stop.clone());
+        leg_tasks.spawn(async move {
+            if let Err(e) = tap.run(tx, stop.cancelled_owned()).await {
+                pipeline::leg_source_stopped("sip_tap", Some(&e));
+            }
+        });
+    }
+    drop(legs_tx);
+
+    let correlator = Correlator::new(config.correlation.clone()).context("the [correlation] settings")?;
+    let cores = Cores { numbers: config.numbers.clone(), correlator, lifecycle };
+    let inputs = Inputs { adapters: rx, legs: legs_rx };
     let mut pipeline_task = tokio::spawn({
         let outbox = outbox.clone();
-        async move { pipeline::run(rx, cores, &mut OutboxSink { outbox }).await }
+        async move { pipeline::run(inputs, cores, &mut OutboxSink { outbox }, &mut Watchdog::from_env()).await }
     });
     health.update(|h| h.pipeline = Check::ok("running"));
 
@@ -114,6 +147,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Err(_) => warn!("The pipeline did not drain within 20 s; what it held is resent by the PBX snapshot."),
         }
     }
+    legs_stop.cancel();
+    while leg_tasks.join_next().await.is_some() {}
     forwarder_stop.cancel();
     if !forwarder_task.is_finished() {
         let _ = forwarder_task.await;

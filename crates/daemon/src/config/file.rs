@@ -29,6 +29,15 @@ pub struct FileConfig {
     pub pbx: Vec<IgnoredAny>,
     /// Where events are delivered (the forwarder's own config type).
     pub platform: forwarder::ForwarderConfig,
+    /// How PBX calls are bound to platform legs. Optional; every key has a default.
+    #[serde(default)]
+    pub correlation: correlation::CorrelationConfig,
+    /// The endpoint where the platform announces its legs. Optional (off when absent).
+    #[serde(default)]
+    pub legs: Option<leg_announce::LegsConfig>,
+    /// Receivers of SIP copies (HEPv3, raw SIP) to learn legs from. Optional (off when absent).
+    #[serde(default)]
+    pub sip_tap: Option<sip_tap::SipTapConfig>,
     /// The durable queue of events waiting for delivery.
     #[serde(default)]
     pub outbox: OutboxSection,

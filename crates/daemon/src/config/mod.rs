@@ -108,6 +108,12 @@ pub struct Config {
     pub pbx: Vec<PbxConfig>,
     /// `[platform]`, secrets loaded.
     pub platform: forwarder::ForwarderSettings,
+    /// `[correlation]`, validated.
+    pub correlation: correlation::CorrelationConfig,
+    /// `[legs]`, paths resolved and secrets checked, if configured.
+    pub legs: Option<leg_announce::LegsConfig>,
+    /// `[sip_tap]`, paths resolved, if configured.
+    pub sip_tap: Option<sip_tap::SipTapConfig>,
     /// `[outbox]`.
     pub outbox: OutboxSettings,
     /// `[admin]`.
@@ -193,6 +199,24 @@ impl<'a> Checker<'a> {
         });
     }
 
+    /// An error a component worded as `"<section>.<key>…: message"`: placed at that key.
+    pub(crate) fn keyed(&mut self, section: &str, text: &str) {
+        let key = text
+            .strip_prefix(section)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next())
+            .filter(|k| !k.is_empty());
+        let path = match key {
+            Some(k) => KeyPath::keys(&[section, k]),
+            None => KeyPath::keys(&[section]),
+        };
+        let message = match key {
+            Some(_) => text.split_once(": ").map_or(text, |(_, m)| m),
+            None => text,
+        };
+        self.at(&path, message.to_owned());
+    }
+
     /// Deserialises a sub-value with spans preserved, so its errors point into the file.
     fn sub<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>, key: &KeyPath) -> Option<T> {
         match T::deserialize(ValueDeserializer::from(value)) {
@@ -276,6 +300,20 @@ fn validate(
     };
     let pbx = validate_pbx_blocks(check, index);
     let platform = load_platform(check, raw.platform, base);
+    if let Err(e) = raw.correlation.validate() {
+        check.keyed("correlation", &e.to_string());
+    }
+    let legs = raw.legs.map(|legs| check_legs(check, legs, base));
+    let sip_tap = raw.sip_tap.map(|mut tap| {
+        if let Some(p) = &mut tap.hep_auth_key_file {
+            *p = resolve(base, p);
+            if let Err(e) = std::fs::read_to_string(&*p) {
+                check
+                    .at(&KeyPath::keys(&["sip_tap", "hep_auth_key_file"]), format!("cannot read {}: {e}", p.display()));
+            }
+        }
+        tap
+    });
     let outbox = OutboxSettings {
         data_dir: resolve(base, &raw.outbox.data_dir),
         max_bytes: raw.outbox.max_bytes,
@@ -300,6 +338,9 @@ fn validate(
         numbers: numbers?,
         pbx,
         platform: platform?,
+        correlation: raw.correlation,
+        legs,
+        sip_tap,
         outbox,
         admin,
         log: raw.log,
@@ -399,17 +440,52 @@ fn load_platform(
     match platform.load() {
         Ok(settings) => Some(settings),
         Err(e) => {
-            let message = e.to_string();
-            // The forwarder words its errors as "platform.<key>…: message".
-            let key = message
-                .strip_prefix("platform.")
-                .and_then(|rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next())
-                .unwrap_or("url");
-            let message = message.split_once(": ").map_or(message.as_str(), |(_, m)| m).to_owned();
-            check.at(&KeyPath::keys(&["platform", key]), message);
+            check.keyed("platform", &e.to_string());
             None
         }
     }
+}
+
+/// `[legs]`: paths resolved, secret and certificate files read now so that `check-config`
+/// finds a missing one (the server reads them again when it binds).
+fn check_legs(check: &mut Checker<'_>, mut legs: leg_announce::LegsConfig, base: &Path) -> leg_announce::LegsConfig {
+    for p in &mut legs.signing_secret_files {
+        *p = resolve(base, p);
+    }
+    for p in [&mut legs.tls_cert_file, &mut legs.tls_key_file].into_iter().flatten() {
+        *p = resolve(base, p);
+    }
+    if legs.signing_secret_files.is_empty() {
+        check.at(
+            &KeyPath::keys(&["legs", "signing_secret_files"]),
+            "give at least one secret file: the endpoint never accepts unsigned announcements",
+        );
+    }
+    for p in &legs.signing_secret_files {
+        let key = KeyPath::keys(&["legs", "signing_secret_files"]);
+        match std::fs::read_to_string(p) {
+            Ok(text) => {
+                if let Err(e) = webhook_signature::SigningSecret::parse(&text) {
+                    check.at(&key, format!("{}: {e}", p.display()));
+                }
+            }
+            Err(e) => check.at(&key, format!("cannot read {}: {e}", p.display())),
+        }
+    }
+    match (&legs.tls_cert_file, &legs.tls_key_file) {
+        (Some(_), None) | (None, Some(_)) => {
+            check.at(&KeyPath::keys(&["legs"]), "tls_cert_file and tls_key_file go together: set both or neither")
+        }
+        _ => {}
+    }
+    for (key, p) in [("tls_cert_file", &legs.tls_cert_file), ("tls_key_file", &legs.tls_key_file)] {
+        if let Some(p) = p {
+            if let Err(e) = std::fs::metadata(p) {
+                check.at(&KeyPath::keys(&["legs", key]), format!("cannot read {}: {e}", p.display()));
+            }
+        }
+    }
+    legs
 }
 
 /// `[outbox] data_dir` of a configuration file, without validating the rest (and so without
@@ -471,6 +547,36 @@ impl Config {
             self.outbox.data_dir.display(),
             self.outbox.max_bytes,
             self.outbox.when_full.as_str()
+        ));
+        match &self.legs {
+            Some(legs) => line(format!(
+                "legs         announcements on {}://{} ({} secret{})",
+                if legs.tls_cert_file.is_some() { "https" } else { "http" },
+                legs.listen,
+                legs.signing_secret_files.len(),
+                if legs.signing_secret_files.len() == 1 { "" } else { "s" }
+            )),
+            None => line("legs         no announcement endpoint ([legs] not set)".into()),
+        }
+        if let Some(tap) = &self.sip_tap {
+            let mut parts = Vec::new();
+            if let Some(a) = tap.hep_udp_listen {
+                parts.push(format!("HEP/UDP {a}"));
+            }
+            if let Some(a) = tap.hep_tcp_listen {
+                parts.push(format!("HEP/TCP {a}"));
+            }
+            if let Some(a) = tap.sip_udp_listen {
+                parts.push(format!("SIP/UDP {a}"));
+            }
+            line(format!(
+                "sip tap      {}",
+                if parts.is_empty() { "configured but nothing listens".into() } else { parts.join(", ") }
+            ));
+        }
+        line(format!(
+            "correlation  unmatched calls: {:?}, wait for leg {} ms, number window {} ms",
+            self.correlation.unmatched, self.correlation.wait_for_leg_ms, self.correlation.number_window_ms
         ));
         match self.admin.listen {
             Some(addr) => line(format!("admin        http://{addr}/metrics, /health/live, /health/ready")),
