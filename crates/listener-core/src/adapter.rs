@@ -14,6 +14,9 @@ use crate::signal::{PbxCallId, PbxId, PbxSignal, UnixMillis};
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What an adapter tells the pipeline.
+// `Signal` is by far the most common variant; boxing it would cost an allocation per signal to
+// shrink the rare ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdapterEvent {
     /// A PBX fact.

@@ -482,10 +482,10 @@ impl CallLifecycle {
 
 /// `from` and `to`: the B leg's numbers when bound, else the PBX's view of the call.
 fn from_to(binding: &LegBinding, info: &CallInfo, extension: Option<&str>) -> (String, String) {
-    if binding.is_bound() {
-        if let (Some(from), Some(to)) = (&binding.from, &binding.to) {
-            return (from.clone(), to.clone());
-        }
+    if binding.is_bound()
+        && let (Some(from), Some(to)) = (&binding.from, &binding.to)
+    {
+        return (from.clone(), to.clone());
     }
     let external = info.external_number.clone();
     let dialled = info.dialled_number.clone();
