@@ -495,7 +495,7 @@ impl DevLink3Adapter {
 /// Feeds one event tuple to the tracker, counting what it is.
 fn handle_tuple(pbx: &str, now: UnixMillis, tuple: &EventTuple, tracker: &mut Tracker) {
     match tuple {
-        EventTuple::CallDelta3(text) => match delta3::parse(text) {
+        EventTuple::CallDelta3(text) => match trace_record("Delta3", pbx, text, delta3::parse) {
             Ok(record) => {
                 DevLinkRecordReceived { pbx, kind: record.kind() }.emit();
                 tracker.handle_delta3(now, &record);
@@ -505,7 +505,7 @@ fn handle_tuple(pbx: &str, now: UnixMillis, tuple: &EventTuple, tracker: &mut Tr
                 DevLinkRecordMalformed { pbx, kind, reason: &e.to_string() }.emit();
             }
         },
-        EventTuple::SipTrack(text) => match SipTrack::parse(text) {
+        EventTuple::SipTrack(text) => match trace_record("SIPTrack", pbx, text, SipTrack::parse) {
             Ok(track) => {
                 DevLinkRecordReceived { pbx, kind: "SIPTrack" }.emit();
                 tracker.handle_sip_track(now, &track);
@@ -524,6 +524,13 @@ fn handle_tuple(pbx: &str, now: UnixMillis, tuple: &EventTuple, tracker: &mut Tr
             DevLinkRecordMalformed { pbx, kind: "unknown-tuple", reason: &reason }.emit();
         }
     }
+}
+
+/// Logs a record at trace level (what arrives, for verifying the protocol on a live system),
+/// then parses it.
+fn trace_record<'t, T>(kind: &str, pbx: &str, text: &'t str, parse: impl FnOnce(&'t str) -> T) -> T {
+    tracing::trace!(pbx, kind, record = %text, "DevLink3 record.");
+    parse(text)
 }
 
 fn packet_name(p: &Packet) -> &'static str {

@@ -589,3 +589,36 @@ async fn a_silent_pbx_is_declared_dead_and_reconnected() {
     assert!(rig.sim.stats().connections >= 2);
     rig.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_mix_plays_every_scenario_with_unique_sip_call_ids() {
+    let mut rig = rig(SimConfig::fast("devlink", "secret"), "secret", |_| {}).await;
+    rig.ready().await;
+    let names = Scenario::NAMES.to_vec();
+    let sim = &rig.sim;
+    // One round of the seven scenarios ends eight calls (the attended transfer ends two, the
+    // link drop one live).
+    let mix = async {
+        sim.play_mix(&names, 1_000).await;
+    };
+    let mut ended = 0;
+    let mut seen = Vec::new();
+    let wait = async {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        while ended < 8 {
+            let e = tokio::time::timeout_at(deadline, rig.rx.recv()).await.unwrap().unwrap();
+            is_ended(&e, &mut ended);
+            seen.push(e);
+        }
+    };
+    tokio::select! {
+        () = mix => panic!("the mix stopped"),
+        () = wait => {}
+    }
+    rig.events.extend(seen);
+    let ids = rig.sip_call_ids();
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert!(unique.len() >= 8, "{ids:?}");
+    assert!(ids.iter().all(|id| id.starts_with("sim-") && id.ends_with("@platform.invalid")));
+    rig.finish().await;
+}

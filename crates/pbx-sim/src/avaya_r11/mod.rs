@@ -83,19 +83,7 @@ pub async fn run_cli(args: Args) -> anyhow::Result<()> {
         AvayaSim::start(args.listen, config).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %sim.addr(), scenario = %args.scenario, "DevLink3 simulator listening.");
     let names: Vec<&str> = if args.scenario == "mix" { Scenario::NAMES.to_vec() } else { vec![args.scenario.as_str()] };
-    let play = async {
-        let mut n = 1u64;
-        loop {
-            sim.wait_for_subscriptions(1).await;
-            for name in &names {
-                if let Some(scenario) = Scenario::named(name, n) {
-                    tracing::info!(scenario = name, "Playing.");
-                    sim.play(&scenario).await;
-                }
-                n += 2;
-            }
-        }
-    };
+    let play = sim.play_mix(&names, 1);
     tokio::select! {
         () = play => {}
         r = tokio::signal::ctrl_c() => r.context("cannot wait for Ctrl-C")?,
@@ -326,6 +314,29 @@ impl AvayaSim {
         };
         for step in steps {
             self.step(step).await;
+        }
+    }
+
+    /// Plays the scenarios called `names` in turn, forever (the demo), numbering calls from
+    /// `first_call` so that every call has its own SIP Call-ID, caller and name
+    /// ([`CallSpec::numbered`]). Waits for a subscribed client before each round. Unknown names
+    /// are skipped.
+    pub async fn play_mix(&self, names: &[&str], first_call: u64) {
+        let mut n = first_call;
+        loop {
+            self.wait_for_subscriptions(1).await;
+            for name in names {
+                if let Some(scenario) = Scenario::named(name, n) {
+                    tracing::info!(scenario = name, "Playing.");
+                    self.play(&scenario).await;
+                }
+                n += 2;
+            }
+            // A round of unknown names only would spin; pause one step.
+            self.step(Step::Pause).await;
+            if names.iter().all(|name| Scenario::named(name, 0).is_none()) {
+                return;
+            }
         }
     }
 
