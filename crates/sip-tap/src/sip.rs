@@ -395,7 +395,7 @@ fn find_head_end(msg: &[u8]) -> Option<(usize, usize)> {
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|b| *b == needle)
+    memchr::memchr(needle, hay)
 }
 
 /// Lines of the header section without their line ends, with their offsets.
@@ -563,10 +563,18 @@ impl<'a> SipMessage<'a> {
             return Err(SipError::Missing("Call-ID"));
         }
         self.cseq()?;
-        self.from()?;
-        self.to()?;
-        let vias = self.vias()?;
-        if vias.is_empty() && matches!(self.start, StartLine::Request { .. }) {
+        let from = self.known(KnownHeader::From).ok_or(SipError::Missing("From"))?;
+        name_addr_parts(from).ok_or(SipError::BadAddress("From"))?;
+        let to = self.known(KnownHeader::To).ok_or(SipError::Missing("To"))?;
+        name_addr_parts(to).ok_or(SipError::BadAddress("To"))?;
+        let mut vias = 0;
+        for v in self.headers.iter().filter(|h| h.known == KnownHeader::Via) {
+            for part in split_outside_quotes(&v.value, b',') {
+                via_parts(part).ok_or(SipError::BadVia)?;
+                vias += 1;
+            }
+        }
+        if vias == 0 && matches!(self.start, StartLine::Request { .. }) {
             return Err(SipError::Missing("Via"));
         }
         Ok(())
@@ -574,45 +582,91 @@ impl<'a> SipMessage<'a> {
 }
 
 /// Splits on `sep` outside double-quoted strings (with backslash escapes) and `<>`.
-pub(crate) fn split_outside_quotes(s: &str, sep: u8) -> impl Iterator<Item = &str> {
-    let bytes = s.as_bytes();
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped, mut angle) = (0, false, false, false);
-    for (i, &b) in bytes.iter().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
+pub(crate) fn split_outside_quotes(s: &str, sep: u8) -> SplitOutside<'_> {
+    SplitOutside { s, pos: 0, sep, done: false }
+}
+
+/// The iterator of [`split_outside_quotes`] (no allocation: it runs per header value).
+pub(crate) struct SplitOutside<'a> {
+    s: &'a str,
+    pos: usize,
+    sep: u8,
+    done: bool,
+}
+
+impl<'a> Iterator for SplitOutside<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
         }
-        match b {
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b'<' if !quoted => angle = true,
-            b'>' if !quoted => angle = false,
-            _ if b == sep && !quoted && !angle => {
-                parts.push(&s[start..i]);
-                start = i + 1;
+        let bytes = self.s.as_bytes();
+        let start = self.pos;
+        let (mut quoted, mut escaped, mut angle) = (false, false, false);
+        for (i, &b) in bytes.iter().enumerate().skip(start) {
+            if escaped {
+                escaped = false;
+                continue;
             }
-            _ => {}
+            match b {
+                b'\\' if quoted => escaped = true,
+                b'"' => quoted = !quoted,
+                b'<' if !quoted => angle = true,
+                b'>' if !quoted => angle = false,
+                _ if b == self.sep && !quoted && !angle => {
+                    self.pos = i + 1;
+                    // `sep` is ASCII, so both sides are on char boundaries.
+                    return Some(&self.s[start..i]);
+                }
+                _ => {}
+            }
         }
+        self.done = true;
+        Some(&self.s[start..])
     }
-    parts.push(&s[start..]);
-    parts.into_iter()
 }
 
 /// `name-addr` or `addr-spec` with header parameters (RFC 3261 §20.20, §20.39).
 fn parse_name_addr(v: &str) -> Option<NameAddr> {
+    let parts = name_addr_parts(v)?;
+    let display = match parts.display {
+        Some(Display::Quoted(q)) => Some(unescape(q)),
+        Some(Display::Token(t)) => Some(t.to_owned()),
+        None => None,
+    };
+    Some(NameAddr { display, uri: parts.uri.to_owned(), tag: parts.tag.map(str::to_owned) })
+}
+
+/// A display name as written.
+enum Display<'a> {
+    /// The content after the opening quote (escapes not yet undone).
+    Quoted(&'a str),
+    /// An unquoted display name.
+    Token(&'a str),
+}
+
+/// A From/To value's parts, borrowed.
+struct NameAddrParts<'a> {
+    display: Option<Display<'a>>,
+    uri: &'a str,
+    tag: Option<&'a str>,
+}
+
+/// Reads a From/To value without allocating (the checks of every message run it).
+fn name_addr_parts(v: &str) -> Option<NameAddrParts<'_>> {
     let v = v.trim();
     let (display, uri, params) = if let Some(rest) = v.strip_prefix('"') {
         // A quoted display name, then <uri>.
-        let (display, after) = unquote(rest)?;
+        let after = skip_quoted(rest)?;
+        let quoted = &rest[..rest.len() - after.len() - 1];
         let after = after.trim_start();
         let inner = after.strip_prefix('<')?;
         let close = inner.find('>')?;
-        (Some(display), &inner[..close], &inner[close + 1..])
+        (Some(Display::Quoted(quoted)), &inner[..close], &inner[close + 1..])
     } else if let Some(open) = v.find('<') {
         let close = open + v[open..].find('>')?;
         let d = v[..open].trim();
-        (if d.is_empty() { None } else { Some(d.to_owned()) }, &v[open + 1..close], &v[close + 1..])
+        (if d.is_empty() { None } else { Some(Display::Token(d)) }, &v[open + 1..close], &v[close + 1..])
     } else {
         // addr-spec: parameters after the first `;` belong to the header (§20.10).
         match v.find(';') {
@@ -637,30 +691,52 @@ fn parse_name_addr(v: &str) -> Option<NameAddr> {
                 return None;
             }
             if name.eq_ignore_ascii_case("tag") {
-                tag = value.filter(|t| !t.is_empty()).map(str::to_owned);
+                tag = value.filter(|t| !t.is_empty());
             }
         }
     }
-    Some(NameAddr { display, uri: uri.to_owned(), tag })
+    Some(NameAddrParts { display, uri, tag })
 }
 
-/// Reads a quoted string's content (after the opening quote): the unescaped text and what
-/// follows the closing quote.
-fn unquote(s: &str) -> Option<(String, &str)> {
-    let mut out = String::new();
-    let mut chars = s.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' => out.push(chars.next()?.1),
-            '"' => return Some((out, &s[i + 1..])),
-            c => out.push(c),
+/// What follows a quoted string's closing quote (the input starts after the opening one).
+fn skip_quoted(s: &str) -> Option<&str> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(&s[i + 1..]),
+            _ => i += 1,
         }
     }
     None
 }
 
+/// A quoted string's content (between the quotes) with its backslash escapes undone.
+fn unescape(q: &str) -> String {
+    let mut out = String::with_capacity(q.len());
+    let mut chars = q.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `SIP / 2.0 / UDP host[:port] *( ; param )`, linear whitespace allowed around separators.
 fn parse_via(v: &str) -> Option<Via> {
+    let (transport, sent_by, branch) = via_parts(v)?;
+    Some(Via {
+        transport: transport.to_owned(),
+        sent_by: sent_by.split_ascii_whitespace().collect(),
+        branch: branch.map(str::to_owned),
+    })
+}
+
+/// A Via value's transport, sent-by (possibly with inner whitespace) and branch, borrowed.
+fn via_parts(v: &str) -> Option<(&str, &str, Option<&str>)> {
     let mut parts = split_outside_quotes(v, b';');
     let sent = parts.next()?;
     let mut slash = sent.splitn(3, '/');
@@ -668,10 +744,10 @@ fn parse_via(v: &str) -> Option<Via> {
     if !proto.eq_ignore_ascii_case("SIP") || version.is_empty() {
         return None;
     }
-    let mut words = rest.split_ascii_whitespace();
-    let transport = words.next().filter(|t| t.bytes().all(is_token))?.to_owned();
-    let sent_by: String = words.collect();
-    if sent_by.is_empty() {
+    let split = rest.find([' ', '\t']).unwrap_or(rest.len());
+    let transport = &rest[..split];
+    let sent_by = rest[split..].trim();
+    if transport.is_empty() || !transport.bytes().all(is_token) || sent_by.is_empty() {
         return None;
     }
     let mut branch = None;
@@ -684,10 +760,10 @@ fn parse_via(v: &str) -> Option<Via> {
             return None;
         }
         if name.eq_ignore_ascii_case("branch") {
-            branch = value.map(str::to_owned);
+            branch = value;
         }
     }
-    Some(Via { transport, sent_by, branch })
+    Some((transport, sent_by, branch))
 }
 
 /// The user part of a `sip:`/`sips:` URI (before `@`, without a password), or the number of a
