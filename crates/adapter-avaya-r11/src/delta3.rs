@@ -395,11 +395,25 @@ impl<'a> Scanner<'a> {
     /// Skips whitespace, NULs and `<!-- … -->` comments.
     fn skip_ws(&mut self) {
         loop {
-            let rest = self.rest();
-            let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '\0');
-            self.pos += rest.len() - trimmed.len();
-            if let Some(after) = trimmed.strip_prefix("<!--") {
-                match after.find("-->") {
+            let bytes = self.s.as_bytes();
+            while let Some(&b) = bytes.get(self.pos) {
+                if b.is_ascii_whitespace() || b == 0 {
+                    self.pos += 1;
+                } else if b >= 0x80 {
+                    // Rare: Unicode whitespace.
+                    let rest = &self.s[self.pos..];
+                    let trimmed = rest.trim_start();
+                    if trimmed.len() == rest.len() {
+                        break;
+                    }
+                    self.pos += rest.len() - trimmed.len();
+                } else {
+                    break;
+                }
+            }
+            let rest = &bytes[self.pos..];
+            if rest.len() >= 4 && rest[0] == b'<' && rest[1] == b'!' && rest[2] == b'-' && rest[3] == b'-' {
+                match self.s[self.pos + 4..].find("-->") {
                     Some(end) => self.pos += 4 + end + 3,
                     None => self.pos = self.s.len(),
                 }
@@ -413,10 +427,11 @@ impl<'a> Scanner<'a> {
     fn open(&mut self) -> Result<&'a str, Delta3Error> {
         self.skip_ws();
         let rest = self.rest();
-        if !rest.starts_with('<') || rest.starts_with("</") {
+        let b = rest.as_bytes();
+        if b.first() != Some(&b'<') || b.get(1) == Some(&b'/') {
             return Err(self.err(Delta3ErrorKind::ExpectedElement));
         }
-        let Some(end) = rest.find('>') else {
+        let Some(end) = find_byte(rest, b'>') else {
             return Err(self.err(Delta3ErrorKind::UnterminatedTag));
         };
         let name = rest[1..end].trim();
@@ -427,7 +442,8 @@ impl<'a> Scanner<'a> {
     /// Whether a closing tag is next.
     fn at_close(&mut self) -> bool {
         self.skip_ws();
-        self.rest().starts_with("</")
+        let b = self.rest().as_bytes();
+        b.first() == Some(&b'<') && b.get(1) == Some(&b'/')
     }
 
     /// `</name>`.
@@ -436,7 +452,7 @@ impl<'a> Scanner<'a> {
         let rest = self.rest();
         let ok = rest
             .strip_prefix("</")
-            .and_then(|r| r.find('>').map(|end| (r[..end].trim(), end)))
+            .and_then(|r| find_byte(r, b'>').map(|end| (r[..end].trim(), end)))
             .filter(|(n, _)| *n == name);
         match ok {
             Some((_, end)) => {
@@ -450,6 +466,13 @@ impl<'a> Scanner<'a> {
     /// Element text up to the next `<` outside quotes.
     fn text(&mut self) -> Result<&'a str, Delta3Error> {
         let rest = self.rest();
+        // Fast path (no quotes before the next `<`): two memchr searches.
+        if let Some(lt) = rest.find('<')
+            && !rest[..lt].contains('"')
+        {
+            self.pos += lt;
+            return Ok(&rest[..lt]);
+        }
         let mut quoted = false;
         for (i, b) in rest.bytes().enumerate() {
             match b {
@@ -550,6 +573,27 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The position of an ASCII byte; a plain loop beats `memchr` on the short fields of Delta3.
+fn find_byte(s: &str, byte: u8) -> Option<usize> {
+    s.as_bytes().iter().position(|&b| b == byte)
+}
+
+/// `str::trim_start` with an ASCII fast path.
+fn trim_start(s: &str) -> &str {
+    match s.as_bytes().first() {
+        Some(b) if b.is_ascii_whitespace() || *b >= 0x80 => s.trim_start(),
+        _ => s,
+    }
+}
+
+/// `str::trim_end` with an ASCII fast path.
+fn trim_end(s: &str) -> &str {
+    match s.as_bytes().last() {
+        Some(b) if b.is_ascii_whitespace() || *b >= 0x80 => s.trim_end(),
+        _ => s,
+    }
+}
+
 /// Quote-aware comma-separated fields of one element's text.
 struct Fields<'a> {
     rest: Option<&'a str>,
@@ -564,7 +608,7 @@ impl<'a> Fields<'a> {
     /// The next field, trimmed and unquoted; empty when the fields ran out.
     fn text(&mut self) -> Result<Cow<'a, str>, Delta3Error> {
         let Some(rest) = self.rest else { return Ok(Cow::Borrowed("")) };
-        let trimmed = rest.trim_start();
+        let trimmed = trim_start(rest);
         if let Some(q) = trimmed.strip_prefix('"') {
             // Find the closing quote; `""` is an escaped quote.
             let bytes = q.as_bytes();
@@ -583,15 +627,15 @@ impl<'a> Fields<'a> {
             };
             let value = &q[..end];
             let after = &q[end + 1..];
-            self.rest = after.find(',').map(|c| &after[c + 1..]);
+            self.rest = find_byte(after, b',').map(|c| &after[c + 1..]);
             Ok(if escaped { Cow::Owned(value.replace("\"\"", "\"")) } else { Cow::Borrowed(value) })
         } else {
-            let (value, next) = match rest.find(',') {
-                Some(c) => (&rest[..c], Some(&rest[c + 1..])),
-                None => (rest, None),
+            let (value, next) = match find_byte(trimmed, b',') {
+                Some(c) => (&trimmed[..c], Some(&trimmed[c + 1..])),
+                None => (trimmed, None),
             };
             self.rest = next;
-            Ok(Cow::Borrowed(value.trim()))
+            Ok(Cow::Borrowed(trim_end(value)))
         }
     }
 

@@ -180,11 +180,15 @@ struct Emitter {
 impl Emitter {
     fn call(&mut self, now: UnixMillis, call: &mut Call, ext: Option<Extension>, change: CallChange, mut facts: Facts) {
         call.announced = true;
-        if let Some(hg) = &call.hunt_group {
-            facts.entry("huntGroup".into()).or_insert_with(|| hg.clone());
+        if let Some(hg) = &call.hunt_group
+            && !facts.contains_key("huntGroup")
+        {
+            facts.insert("huntGroup".into(), hg.clone());
         }
-        if let Some(tag) = &call.tag {
-            facts.entry("avayaTag".into()).or_insert_with(|| tag.clone());
+        if let Some(tag) = &call.tag
+            && !facts.contains_key("avayaTag")
+        {
+            facts.insert("avayaTag".into(), tag.clone());
         }
         self.out.push_back(AdapterEvent::Signal(PbxSignal {
             pbx: self.pbx.clone(),
@@ -221,12 +225,11 @@ fn nonempty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-fn end_facts(end_id: &str, node: &str) -> Facts {
+/// The facts of a signal about one end. (The node is not repeated: it is the first part of
+/// the call id.)
+fn end_facts(end_id: &str) -> Facts {
     let mut f = Facts::new();
     f.insert("avayaEndId".into(), end_id.to_owned());
-    if !node.is_empty() {
-        f.insert("avayaNode".into(), node.to_owned());
-    }
     f
 }
 
@@ -467,7 +470,7 @@ impl Tracker {
                 self.ends.remove(end);
                 call.rejected.insert(end.to_owned());
                 if let Some(ext) = target.extension {
-                    let mut facts = end_facts(end, &r.node);
+                    let mut facts = end_facts(end);
                     if !r.qualifier.is_empty() {
                         facts.insert("avayaQualifier".into(), r.qualifier.to_string());
                     }
@@ -554,13 +557,12 @@ impl Tracker {
             return;
         }
         let answered = call.answered;
-        let node: &str = &key.node;
         let vanished: Vec<(String, PartyState)> = call.parties.iter().map(|(e, p)| (e.clone(), p.clone())).collect();
         for (end, p) in vanished {
             if let (Device::Extension(ext), true) = (&p.device, p.announced) {
                 let reason = lost_reason(None, p.status, answered && p.status == Status::Ringing, true);
                 let change = CallChange::Disconnected { reason };
-                self.emitter.call(now, call, Some(ext.clone()), change, end_facts(&end, node));
+                self.emitter.call(now, call, Some(ext.clone()), change, end_facts(&end));
             }
         }
         let targets: Vec<(String, TargetState)> = call.targets.iter().map(|(e, t)| (e.clone(), t.clone())).collect();
@@ -568,7 +570,7 @@ impl Tracker {
             if let Some(ext) = t.extension {
                 let reason =
                     if answered { DisconnectReason::AnsweredElsewhere } else { DisconnectReason::CallerAbandoned };
-                self.emitter.call(now, call, Some(ext), CallChange::Disconnected { reason }, end_facts(&end, node));
+                self.emitter.call(now, call, Some(ext), CallChange::Disconnected { reason }, end_facts(&end));
             }
         }
         if call.announced {
@@ -586,7 +588,7 @@ impl Tracker {
         if let (Device::Extension(ext), true) = (p.device, p.announced) {
             let reason = lost_reason(None, p.status, call.connected_extension(), !call.has_live_party());
             let change = CallChange::Disconnected { reason };
-            self.emitter.call(now, call, Some(ext), change, end_facts(end_id, &key.node));
+            self.emitter.call(now, call, Some(ext), change, end_facts(end_id));
         }
         self.end_if_empty(now, &key);
     }
@@ -595,7 +597,7 @@ impl Tracker {
         let end = l.end_id.as_ref();
         let Some(key) = self.ends.get(end).cloned() else { return Handled::Ignored };
         let Some(call) = self.calls.get_mut(&key) else { return Handled::Ignored };
-        let mut facts = end_facts(end, &key.node);
+        let mut facts = end_facts(end);
         if let Some(c) = l.cause {
             facts.insert("avayaCause".into(), c.to_string());
         }
@@ -676,7 +678,6 @@ impl Tracker {
         {
             call.tag = Some(tag.to_owned());
         }
-        let node: &str = &key.node;
 
         let new_parties: Vec<&Party<'_>> = std::iter::once(&d.party_a).chain(d.party_b.as_ref()).collect();
         let park_slot_now = new_parties.iter().find_map(|p| match classify_party(p) {
@@ -701,7 +702,7 @@ impl Tracker {
                     if p.announced {
                         call.park_slot = slot.clone();
                         let change = CallChange::Parked { slot: slot.clone() };
-                        self.emitter.call(now, call, Some(ext.clone()), change, end_facts(&end, node));
+                        self.emitter.call(now, call, Some(ext.clone()), change, end_facts(&end));
                     }
                 }
                 (Device::Extension(ext), _, Some(by)) => {
@@ -710,7 +711,7 @@ impl Tracker {
                     if p.announced {
                         let to = nonempty(&by.identity).or_else(|| nonempty(&by.target_number));
                         let change = CallChange::Transferred { to };
-                        self.emitter.call(now, call, Some(ext.clone()), change, end_facts(&end, node));
+                        self.emitter.call(now, call, Some(ext.clone()), change, end_facts(&end));
                     }
                 }
                 (Device::ParkSlot(slot), _, _) => {
@@ -794,7 +795,7 @@ impl Tracker {
                 }
             }
             if let Some((ext, change)) = emit {
-                self.emitter.call(now, call, Some(ext), change, end_facts(end, node));
+                self.emitter.call(now, call, Some(ext), change, end_facts(end));
             }
         }
 
@@ -818,7 +819,7 @@ impl Tracker {
                 continue;
             }
             let reason = if answered_now { DisconnectReason::AnsweredElsewhere } else { DisconnectReason::NoAnswer };
-            self.emitter.call(now, call, Some(ext), CallChange::Disconnected { reason }, end_facts(&end, node));
+            self.emitter.call(now, call, Some(ext), CallChange::Disconnected { reason }, end_facts(&end));
         }
         for t in new_targets {
             let end = t.end_id.to_string();
@@ -837,7 +838,7 @@ impl Tracker {
                     .values()
                     .any(|p| !p.vanished && p.device == Device::Extension(ext.clone()) && p.status != Status::Other);
                 if !in_call {
-                    let mut facts = end_facts(&end, node);
+                    let mut facts = end_facts(&end);
                     if let Some(purpose) = nonempty(&t.purpose) {
                         facts.insert("avayaPurpose".into(), purpose);
                     }
