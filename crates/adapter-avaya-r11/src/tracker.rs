@@ -482,9 +482,14 @@ impl Tracker {
         }
     }
 
-    /// Feeds one SIPTrack record: remembers the SIP Call-ID of the party and attaches it to
-    /// its call, so every later signal of the call carries it.
+    /// Feeds one SIPTrack record: remembers the SIP Call-ID of a trunk party and attaches it
+    /// to its call, so every later signal of the call carries it. `PHONE` records (SIP
+    /// extensions) are ignored.
     pub fn handle_sip_track(&mut self, now: UnixMillis, track: &SipTrack<'_>) -> Handled {
+        // Only the trunk leg's Call-ID correlates with the platform; a SIP phone's is internal.
+        if !track.sip_type.eq_ignore_ascii_case("TRUNK") {
+            return Handled::Ignored;
+        }
         if !track.started {
             // The dialog ended; the call keeps the Call-ID it had.
             return if self.sip.remove(track.end_id).is_some() { Handled::Used } else { Handled::Ignored };

@@ -431,9 +431,10 @@ c0a82a03.14 4001 disconnected:normal
 }
 
 #[test]
-fn siptrack_before_the_first_detail() {
+fn siptrack_before_the_first_detail_and_phone_legs_ignored() {
     check(
         &[
+            s("sip START,e-1,1.2.4,PHONE,OUT,phone-leg@ipo"),
             s("sip START,e-a,1.2.3,TRUNK,IN,call-1@platform"),
             detail(&call(15, None), &trunk("e-a", party_state::RINGBACK), None, &[target("e-1", "4001")]),
         ],
