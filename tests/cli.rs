@@ -9,17 +9,43 @@ use support::{cmd, root, run_bounded};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// Issue 2: `demo --count 20` prints 20 valid Level 3 events and exits 0.
 #[test]
 fn demo_prints_valid_level3_events_and_exits_after_count() {
-    let out = run_bounded(cmd().args(["demo", "--count", "20"]), LIMIT);
+    let events = demo_events(20);
+    assert_eq!(events.len(), 20);
+    for event in &events {
+        assert_eq!(event.level(), Level::Pbx);
+        assert_eq!(event.meta["source"], "devlink3");
+    }
+}
+
+/// Issue 5: `demo --count 50` prints correlated events: the simulated platform announced every
+/// call's B leg, and each PBX call is bound by its SIP Call-ID (SIPTrack).
+#[test]
+fn demo_events_are_correlated() {
+    let events = demo_events(50);
+    let mut calls = std::collections::BTreeMap::new();
+    for event in &events {
+        assert!(event.call_sid.is_some() && event.parent_call_sid.is_some(), "{event:?}");
+        assert_eq!(event.meta["correlation"], "sip-call-id", "{event:?}");
+        assert_eq!(event.meta["campaign"], "demo", "the B leg's tags reach meta");
+        // One PBX call, one leg: every event of a call carries the same sids.
+        let sids = (event.call_sid, event.parent_call_sid);
+        assert_eq!(*calls.entry(event.child_sid).or_insert(sids), sids);
+    }
+    assert!(calls.len() >= 5, "50 events span several calls");
+}
+
+/// Runs `demo --count n` and returns its events, each validated against the contract.
+fn demo_events(n: usize) -> Vec<generic_event::GenericEvent> {
+    let out = run_bounded(cmd().args(["demo", "--count", &n.to_string()]), LIMIT);
     assert!(out.status.success(), "exit {}; stderr:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 20, "{stdout}");
-    for line in lines {
-        let event = validate_json(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert_eq!(event.level(), Level::Pbx);
-    }
+    let events: Vec<_> =
+        stdout.lines().map(|line| validate_json(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"))).collect();
+    assert_eq!(events.len(), n, "{stdout}");
+    events
 }
 
 #[test]

@@ -8,11 +8,14 @@
 
 use std::time::Duration;
 
+use adapter_avaya_r11::DevLink3Adapter;
 use anyhow::Context;
 use correlation::{Correlator, LegUpdate};
 use forwarder::{DeliveryState, Forwarder};
 use leg_announce::LegAnnounceServer;
-use listener_core::{AdapterEvent, CallLifecycle, EventContext};
+use listener_core::{
+    Adapter, AdapterError, AdapterEvent, BoxFuture, CallLifecycle, EventContext, LinkState, SignalSink, SinkClosed,
+};
 use outbox::{Outbox, OutboxConfig, StateChange};
 use sip_tap::SipTap;
 use tokio::sync::mpsc;
@@ -21,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, Check, Health};
-use crate::config::Config;
+use crate::config::{Config, PbxSettings};
 use crate::notify::{self, Watchdog};
-use crate::pipeline::{self, Cores, Inputs};
+use crate::pipeline::{self, ChannelSink, Cores, Inputs};
 use crate::sinks::OutboxSink;
 
 /// Capacity of the adapters → pipeline channel: a burst this size is absorbed without slowing
@@ -60,15 +63,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let (tx, rx) = mpsc::channel::<AdapterEvent>(PIPELINE_CHANNEL);
     let adapters_stop = CancellationToken::new();
-    let adapters: JoinSet<()> = JoinSet::new();
+    let mut adapters: JoinSet<()> = JoinSet::new();
     if config.pbx.is_empty() {
         warn!("No [[pbx]] block is configured: only events already in the outbox will be delivered.");
     }
     for pbx in &config.pbx {
+        let adapter: Box<dyn Adapter> = match &pbx.settings {
+            PbxSettings::AvayaR11(settings) => Box::new(DevLink3Adapter::new(pbx.id.clone(), settings.clone())),
+        };
         health.update(|h| {
-            h.pbx.insert(pbx.id.name.to_string(), Check::failing("adapter not available in this build"));
+            h.pbx.insert(pbx.id.name.to_string(), Check::failing("connecting"));
         });
-        error!(pbx = %pbx.id, pbx_type = %pbx.id.pbx_type, "This PBX type has no adapter in this build yet; it is not read.");
+        let (sink, stop, id) = (
+            LinkWatch { inner: ChannelSink(tx.clone()), health: health.clone() },
+            adapters_stop.clone(),
+            pbx.id.clone(),
+        );
+        adapters.spawn(async move {
+            match adapter.run(&sink, Box::pin(stop.cancelled_owned())).await {
+                Ok(()) => {}
+                Err(AdapterError::SinkClosed(_)) => {}
+                Err(AdapterError::Fatal(why)) => {
+                    error!(pbx = %id, error = %why, "The adapter stopped for good; this PBX is no longer read.")
+                }
+            }
+        });
     }
     drop(tx);
 
@@ -165,6 +184,39 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             info!("Stopped cleanly.");
             Ok(())
         }
+    }
+}
+
+/// The adapters' sink: forwards to the pipeline and mirrors link states into health.
+struct LinkWatch {
+    inner: ChannelSink,
+    health: Health,
+}
+
+impl SignalSink for LinkWatch {
+    fn send(&self, event: AdapterEvent) -> BoxFuture<'_, Result<(), SinkClosed>> {
+        if let AdapterEvent::Link { pbx, state } = &event {
+            let check = match state {
+                LinkState::Up => Check::ok("connected"),
+                LinkState::Connecting => Check::failing("connecting"),
+                LinkState::Down { reason } => Check::failing(format!("down: {reason}")),
+                LinkState::AuthFailed { reason } => Check::failing(format!("authentication failed: {reason}")),
+            };
+            match state {
+                LinkState::Up => info!(pbx = %pbx, "PBX link up."),
+                LinkState::Connecting => {}
+                LinkState::Down { reason } => warn!(pbx = %pbx, reason = %reason, "PBX link down."),
+                LinkState::AuthFailed { reason } => {
+                    error!(pbx = %pbx, reason = %reason, "PBX refused our credentials.")
+                }
+            }
+            metrics::gauge!("pbx_listener_pbx_link_up", "pbx" => pbx.name.to_string())
+                .set(if matches!(state, LinkState::Up) { 1.0 } else { 0.0 });
+            self.health.update(|h| {
+                h.pbx.insert(pbx.name.to_string(), check);
+            });
+        }
+        self.inner.send(event)
     }
 }
 

@@ -143,8 +143,8 @@ pub struct PbxConfig {
 /// The adapter-specific part of a `[[pbx]]` block.
 #[derive(Debug)]
 pub enum PbxSettings {
-    /// `type = "avaya-r11"`: the keys are those of the DevLink3 adapter (not wired in yet).
-    AvayaR11(toml::Table),
+    /// `type = "avaya-r11"`: the DevLink3 adapter's settings, password loaded.
+    AvayaR11(adapter_avaya_r11::LoadedConfig),
 }
 
 /// `[outbox]`, validated.
@@ -298,7 +298,7 @@ fn validate(
             None
         }
     };
-    let pbx = validate_pbx_blocks(check, index);
+    let pbx = validate_pbx_blocks(check, index, base);
     let platform = load_platform(check, raw.platform, base);
     if let Err(e) = raw.correlation.validate() {
         check.keyed("correlation", &e.to_string());
@@ -348,7 +348,7 @@ fn validate(
 }
 
 /// `[[pbx]]` blocks: `type` picks the adapter, whose own config type reads the other keys.
-fn validate_pbx_blocks(check: &mut Checker<'_>, index: &SpanIndex<'_>) -> Vec<PbxConfig> {
+fn validate_pbx_blocks(check: &mut Checker<'_>, index: &SpanIndex<'_>, base: &Path) -> Vec<PbxConfig> {
     let mut out = Vec::new();
     let Some(blocks) = index.doc().get_ref().get("pbx") else { return out };
     let Some(blocks) = blocks.get_ref().as_array() else {
@@ -414,7 +414,25 @@ fn validate_pbx_blocks(check: &mut Checker<'_>, index: &SpanIndex<'_>) -> Vec<Pb
             .collect();
         let rest = Spanned::new(block.span(), DeValue::Table(rest));
         let settings = match pbx_type {
-            PbxType::AvayaR11 => check.sub::<toml::Table>(rest, &at).map(PbxSettings::AvayaR11),
+            PbxType::AvayaR11 => check.sub::<adapter_avaya_r11::Config>(rest, &at).and_then(|mut c| {
+                c.password_file = resolve(base, &c.password_file);
+                if let Some(ca) = &mut c.ca_file {
+                    *ca = resolve(base, ca);
+                }
+                match c.load() {
+                    Ok(loaded) => Some(PbxSettings::AvayaR11(loaded)),
+                    Err(e) => {
+                        let key = match &e {
+                            adapter_avaya_r11::ConfigError::ReadFile { key, .. }
+                            | adapter_avaya_r11::ConfigError::Invalid { key, .. } => *key,
+                        };
+                        let text = e.to_string();
+                        let message = text.strip_prefix(&format!("{key}: ")).unwrap_or(&text);
+                        check.at(&at.key(key), message.to_owned());
+                        None
+                    }
+                }
+            }),
             PbxType::AvayaR9 | PbxType::ThreeCx => None,
         };
         if let Some(settings) = settings {
@@ -530,7 +548,17 @@ impl Config {
         line(format!("account      {} ({})", self.account.name, self.account.id));
         line(format!("numbers      default region {}", self.numbers.region()));
         for p in &self.pbx {
-            line(format!("pbx          {} ({})", p.id.name, p.id.pbx_type));
+            match &p.settings {
+                PbxSettings::AvayaR11(c) => line(format!(
+                    "pbx          {} (avaya-r11): DevLink3 {}{}:{} as {}, flags {:?}",
+                    p.id.name,
+                    if c.tls.is_some() { "TLS " } else { "" },
+                    c.host,
+                    c.port,
+                    c.username,
+                    c.flags
+                )),
+            }
         }
         if self.pbx.is_empty() {
             line("pbx          none configured: the daemon would only forward what is already queued".into());
