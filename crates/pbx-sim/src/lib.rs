@@ -6,8 +6,7 @@
 //! - [`platform`]: an HTTP receiver of Level 3 events that verifies Standard Webhooks
 //!   signatures, records what it receives, and answers as scripted;
 //! - [`avaya_r11`]: a DevLink3 server playing scripted IP Office call scenarios;
-//! - [`announce`]: the platform's leg announcements (signed Level 2 B-leg events);
-//! - [`scenario`]: scripted calls as `PbxSignal`s, to drive the pipeline without a protocol.
+//! - [`announce`]: the platform's leg announcements (signed Level 2 B-leg events).
 //!
 //! Each module is also a `pbx-sim` subcommand.
 
@@ -16,4 +15,3 @@
 pub mod announce;
 pub mod avaya_r11;
 pub mod platform;
-pub mod scenario;
