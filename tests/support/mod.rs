@@ -65,3 +65,131 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> Output {
     };
     Output { status, stdout: out_reader.join().unwrap_or_default(), stderr: err_reader.join().unwrap_or_default() }
 }
+
+/// A working directory with a configuration that reads a simulated IP Office and delivers to a
+/// simulated platform, both on loopback.
+pub struct Rig {
+    /// Holds the config, secrets, outbox and logs; removed at the end.
+    pub dir: tempfile::TempDir,
+    /// The configuration file.
+    pub config: PathBuf,
+}
+
+/// The platform signing secret every rig uses.
+pub fn platform_secret() -> webhook_signature::SigningSecret {
+    webhook_signature::SigningSecret::from_bytes(b"pbx-listener end-to-end test secret!".to_vec())
+}
+
+/// The simulated IP Office's service user.
+pub const SIM_USER: &str = "e2e";
+/// Its password.
+pub const SIM_PASSWORD: &str = "e2e-password";
+
+impl Rig {
+    /// Writes a configuration for a DevLink3 simulator at `pbx` and a platform at `platform_url`;
+    /// `extra` is appended (more sections).
+    pub fn new(pbx: std::net::SocketAddr, platform_url: &str, extra: &str) -> Rig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("platform-secret"), platform_secret().to_whsec()).expect("write secret");
+        std::fs::write(dir.path().join("avaya-password"), SIM_PASSWORD).expect("write password");
+        let text = format!(
+            r#"
+[account]
+id = "9539ee93-64c8-802b-360b-c6f2f7cf2507"
+name = "E2E"
+
+[numbers]
+default_region = "GB"
+
+[[pbx]]
+name = "sim"
+type = "avaya-r11"
+host = "{host}"
+port = {port}
+username = "{SIM_USER}"
+password_file = "avaya-password"
+reconnect_min_ms = 100
+reconnect_max_secs = 1
+resync_settle_ms = 300
+
+[platform]
+url = "{platform_url}"
+signing_secret_files = ["platform-secret"]
+backoff_initial_ms = 100
+backoff_max_secs = 2
+
+[outbox]
+data_dir = "state"
+max_bytes = 67108864
+
+[admin]
+enabled = false
+
+{extra}
+"#,
+            host = pbx.ip(),
+            port = pbx.port(),
+        );
+        let config = dir.path().join("pbx-listener.toml");
+        std::fs::write(&config, text).expect("write config");
+        Rig { dir, config }
+    }
+
+    /// The outbox database.
+    pub fn outbox(&self) -> PathBuf {
+        self.dir.path().join("state").join("outbox.sqlite")
+    }
+
+    /// Starts `pbx-listener run` with its output going to `<dir>/<log>.log`.
+    pub fn spawn(&self, log: &str) -> Child {
+        let file = std::fs::File::create(self.dir.path().join(format!("{log}.log"))).expect("log file");
+        let err = file.try_clone().expect("log file");
+        cmd()
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--log-format")
+            .arg("text")
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .expect("spawn pbx-listener run")
+    }
+
+    /// The log of a run.
+    pub fn log(&self, log: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{log}.log"))).unwrap_or_default()
+    }
+}
+
+/// Sends SIGTERM and waits (bounded) for a clean exit.
+pub fn terminate(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("pbx-listener did not stop within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `limit` (a safety net: the
+/// condition is what the test checks, never the time it took).
+pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("gave up waiting for {what} after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

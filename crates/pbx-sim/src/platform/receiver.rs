@@ -28,7 +28,7 @@ use super::script::{Reply, RetryAfter, Script};
 const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// How the platform is set up.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PlatformConfig {
     /// Secrets to verify `webhook-signature` with; empty: signatures are not checked.
     pub secrets: Vec<SigningSecret>,
@@ -38,6 +38,20 @@ pub struct PlatformConfig {
     pub record_to: Option<PathBuf>,
     /// Accepted distance between `webhook-timestamp` and now, in seconds.
     pub tolerance_secs: u64,
+}
+
+impl Default for PlatformConfig {
+    /// No signature check, always 200, nothing recorded to a file, and the Standard Webhooks
+    /// reference tolerance (a zero tolerance would refuse a request signed in the previous
+    /// second).
+    fn default() -> Self {
+        PlatformConfig {
+            secrets: Vec::new(),
+            script: Script::default(),
+            record_to: None,
+            tolerance_secs: webhook_signature::DEFAULT_TOLERANCE_SECS,
+        }
+    }
 }
 
 /// What the signature check said.
