@@ -448,6 +448,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, tls: bool, shared: 
     let mut state = ConnState::New;
     let mut counter = 0u32;
     let mut events: Option<mpsc::UnboundedReceiver<Msg>> = None;
+    // As an IP Office does, send SIPTrack and CMExtn records only to a client that asked.
+    let mut wants = (false, false);
     let mut silent = shared.silent.subscribe();
     loop {
         let incoming = tokio::select! {
@@ -463,7 +465,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, tls: bool, shared: 
             } => {
                 match msg {
                     Some(Msg::Tuple(tuple)) => {
-                        if !*silent.borrow() {
+                        let requested = match &tuple {
+                            EventTuple::SipTrack(_) => wants.0,
+                            EventTuple::CmExtn(_) => wants.1,
+                            _ => true,
+                        };
+                        if requested && !*silent.borrow() {
                             counter = counter.wrapping_add(1);
                             conn.send(event(cfg, counter, vec![tuple])).await?;
                         }
@@ -534,6 +541,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, tls: bool, shared: 
             (Packet::EventRequest { request_id, flags }, ConnState::Authenticated) => {
                 let known = ["-SIPTrack", "-CMExtn", "-SCN", "-CONN"];
                 let accepted: Vec<&str> = flags.split_whitespace().filter(|f| known.contains(f)).collect();
+                wants = (accepted.contains(&"-SIPTrack"), accepted.contains(&"-CMExtn"));
                 let result = if accepted.len() == flags.split_whitespace().count() {
                     ResultCode::SUCCESS
                 } else {
