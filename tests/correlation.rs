@@ -234,7 +234,7 @@ fn without_siptrack_calls_bind_by_number_and_time_and_ambiguity_is_not_guessed()
 #[test]
 fn unmatched_calls_are_dropped_when_configured() {
     let admin_port = support::free_port();
-    let mut s = setup(&format!("[correlation]\nunmatched = \"drop\"\nwait_for_leg_ms = 500\nnumber_window_ms = 0\n"));
+    let mut s = setup("[correlation]\nunmatched = \"drop\"\nwait_for_leg_ms = 500\nnumber_window_ms = 0\n");
     let config = std::fs::read_to_string(&s.rig.config).expect("config");
     std::fs::write(
         &s.rig.config,

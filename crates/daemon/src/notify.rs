@@ -47,11 +47,11 @@ impl Watchdog {
 
     /// Called from the work loop: pings when half the interval has passed.
     pub fn tick(&mut self) {
-        if let Some(every) = self.every {
-            if self.last.elapsed() >= every {
-                send(&[NotifyState::Watchdog]);
-                self.last = Instant::now();
-            }
+        if let Some(every) = self.every
+            && self.last.elapsed() >= every
+        {
+            send(&[NotifyState::Watchdog]);
+            self.last = Instant::now();
         }
     }
 }

@@ -30,7 +30,7 @@ pub fn run(args: &OutboxArgs, config: &Path) -> anyhow::Result<()> {
             if *json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
             } else {
-                let age = stats.oldest_pending_age_ms(now().0).map_or("-".into(), |ms| human_ms(ms));
+                let age = stats.oldest_pending_age_ms(now().0).map_or("-".into(), human_ms);
                 writeln!(out, "outbox            {}", path.display())?;
                 writeln!(out, "schema            v{}", stats.schema_version)?;
                 writeln!(out, "pending           {} events, {} bytes", stats.pending_events, stats.pending_bytes)?;

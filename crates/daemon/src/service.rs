@@ -129,7 +129,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     health.update(|h| h.pipeline = Check::ok("running"));
 
     notify::ready(&format!("Running: {} PBX(s), delivering to {}", config.pbx.len(), config.platform.url));
-    info!(pbx = config.pbx.len(), platform = %config.platform.url, outbox = %outbox.path().display(), "pbx-listener is running.");
+    info!(
+        config = %config.path.display(),
+        pbx = config.pbx.len(),
+        platform = %config.platform.url,
+        outbox = %outbox.path().display(),
+        "pbx-listener is running."
+    );
 
     // Run until asked to stop, or until a part fails for good. The pipeline ending on its own is
     // normal only when no adapter feeds it.
@@ -278,9 +284,8 @@ async fn watch_delivery(mut status: tokio::sync::watch::Receiver<forwarder::Deli
         notify::status(&check.detail);
         health.update(|h| h.delivery = check);
         // Re-evaluate at least every 10 s so a long outage is noticed without a state change.
-        match tokio::time::timeout(Duration::from_secs(10), status.changed()).await {
-            Ok(Err(_)) => return,
-            Ok(Ok(())) | Err(_) => {}
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(10), status.changed()).await {
+            return;
         }
     }
 }

@@ -24,9 +24,10 @@ pub struct FileConfig {
     pub meta: BTreeMap<String, String>,
     /// How numbers are normalised to E.164.
     pub numbers: NumbersSection,
-    /// The PBXs to read; validated block by block by their adapter (see `config::mod`).
-    #[serde(default)]
-    pub pbx: Vec<IgnoredAny>,
+    /// The PBXs to read. Only declared here so that `deny_unknown_fields` accepts the key: each
+    /// block is read by its adapter's config type, with its spans (`validate_pbx_blocks`).
+    #[serde(default, rename = "pbx")]
+    pub _pbx: Vec<IgnoredAny>,
     /// Where events are delivered (the forwarder's own config type).
     pub platform: forwarder::ForwarderConfig,
     /// How PBX calls are bound to platform legs. Optional; every key has a default.

@@ -326,10 +326,10 @@ fn validate(
         );
     }
     let admin = AdminSettings { listen: raw.admin.enabled.then_some(raw.admin.listen) };
-    if let Some(filter) = &raw.log.level {
-        if let Err(e) = filter.parse::<tracing_subscriber::EnvFilter>() {
-            check.at(&KeyPath::keys(&["log", "level"]), format!("not a log filter: {e}"));
-        }
+    if let Some(filter) = &raw.log.level
+        && let Err(e) = filter.parse::<tracing_subscriber::EnvFilter>()
+    {
+        check.at(&KeyPath::keys(&["log", "level"]), format!("not a log filter: {e}"));
     }
     Some(Config {
         path: path.to_owned(),
@@ -497,10 +497,10 @@ fn check_legs(check: &mut Checker<'_>, mut legs: leg_announce::LegsConfig, base:
         _ => {}
     }
     for (key, p) in [("tls_cert_file", &legs.tls_cert_file), ("tls_key_file", &legs.tls_key_file)] {
-        if let Some(p) = p {
-            if let Err(e) = std::fs::metadata(p) {
-                check.at(&KeyPath::keys(&["legs", key]), format!("cannot read {}: {e}", p.display()));
-            }
+        if let Some(p) = p
+            && let Err(e) = std::fs::metadata(p)
+        {
+            check.at(&KeyPath::keys(&["legs", key]), format!("cannot read {}: {e}", p.display()));
         }
     }
     legs
