@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use correlation::{Correlator, CorrelatorOutput, LegUpdate};
+use correlation::{CorrelationStats, Correlator, CorrelatorOutput, LegUpdate};
 use listener_core::{
     AdapterEvent, BoxFuture, CallLifecycle, NumberPlan, OutgoingEvent, SignalBody, SignalSink, SinkClosed, StateChange,
     UnixMillis,
@@ -120,6 +120,9 @@ pub async fn run(
         }
         stats.inputs += n as u64;
         cores.feed_lifecycle();
+        if n > 0 {
+            export_correlation_metrics(&cores.correlator.stats());
+        }
         let events: Vec<OutgoingEvent> = std::iter::from_fn(|| cores.lifecycle.poll_event()).collect();
         let state = cores.lifecycle.drain_state_changes();
         if !events.is_empty() || !state.is_empty() {
@@ -178,6 +181,25 @@ impl Cores {
             }
         }
     }
+}
+
+/// Mirrors the correlator's counters into metrics (`pbx_listener_correlation_*`).
+fn export_correlation_metrics(s: &CorrelationStats) {
+    for (method, n) in [
+        ("sip-call-id", s.matched_sip_call_id),
+        ("call-id-pattern", s.matched_call_id_pattern),
+        ("token", s.matched_token),
+        ("number-time", s.matched_number_time),
+    ] {
+        metrics::counter!("pbx_listener_correlation_matched_calls_total", "method" => method).absolute(n);
+    }
+    metrics::counter!("pbx_listener_correlation_unmatched_calls_total").absolute(s.unmatched);
+    metrics::counter!("pbx_listener_correlation_ambiguous_calls_total").absolute(s.ambiguous);
+    metrics::counter!("pbx_listener_correlation_late_legs_total").absolute(s.late_legs);
+    metrics::counter!("pbx_listener_correlation_expired_legs_total").absolute(s.legs_expired);
+    metrics::counter!("pbx_listener_correlation_learned_legs_total").absolute(s.legs_learned);
+    metrics::gauge!("pbx_listener_correlation_legs").set(s.legs as f64);
+    metrics::gauge!("pbx_listener_correlation_waiting_calls").set(s.pending_calls as f64);
 }
 
 /// Now, as the cores want it.
