@@ -81,6 +81,7 @@ pub async fn run(
 ) -> anyhow::Result<PipelineStats> {
     let Inputs { adapters: mut rx, legs: mut legs_rx } = inputs;
     let mut stats = PipelineStats::default();
+    let mut correlation_log = CorrelationLog::default();
     let mut legs_open = true;
     let tick = watchdog.interval().unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
     loop {
@@ -121,7 +122,9 @@ pub async fn run(
         stats.inputs += n as u64;
         cores.feed_lifecycle();
         if n > 0 {
-            export_correlation_metrics(&cores.correlator.stats());
+            let c = cores.correlator.stats();
+            export_correlation_metrics(&c);
+            correlation_log.observe(&c);
         }
         let events: Vec<OutgoingEvent> = std::iter::from_fn(|| cores.lifecycle.poll_event()).collect();
         let state = cores.lifecycle.drain_state_changes();
@@ -180,6 +183,69 @@ impl Cores {
                 }
             }
         }
+    }
+}
+
+/// Logs what correlation decided, as a summary at most every [`CorrelationLog::EVERY`]: a line
+/// per call would flood the journal on a busy PBX, silence would hide a broken setup.
+#[derive(Default)]
+struct CorrelationLog {
+    logged: CorrelationStats,
+    at: Option<std::time::Instant>,
+}
+
+impl CorrelationLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn observe(&mut self, now: &CorrelationStats) {
+        if self.at.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        let was = &self.logged;
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let bound = d(now.matched_sip_call_id, was.matched_sip_call_id)
+            + d(now.matched_call_id_pattern, was.matched_call_id_pattern)
+            + d(now.matched_token, was.matched_token)
+            + d(now.matched_number_time, was.matched_number_time);
+        let (unmatched, ambiguous) = (d(now.unmatched, was.unmatched), d(now.ambiguous, was.ambiguous));
+        let (late, expired) = (d(now.late_legs, was.late_legs), d(now.legs_expired, was.legs_expired));
+        let learned = d(now.legs_learned, was.legs_learned);
+        if bound + unmatched + late + expired + learned == 0 {
+            return;
+        }
+        let fields = (
+            d(now.matched_sip_call_id, was.matched_sip_call_id),
+            d(now.matched_call_id_pattern, was.matched_call_id_pattern),
+            d(now.matched_token, was.matched_token),
+            d(now.matched_number_time, was.matched_number_time),
+        );
+        if unmatched + late + expired > 0 {
+            warn!(
+                bound,
+                sip_call_id = fields.0,
+                call_id_pattern = fields.1,
+                token = fields.2,
+                number_time = fields.3,
+                unmatched,
+                ambiguous,
+                late_legs = late,
+                expired_legs = expired,
+                legs_learned = learned,
+                "Correlation: some PBX calls found no platform leg (see docs/correlation.md)."
+            );
+        } else {
+            info!(
+                bound,
+                sip_call_id = fields.0,
+                call_id_pattern = fields.1,
+                token = fields.2,
+                number_time = fields.3,
+                legs_learned = learned,
+                "Correlation: PBX calls bound to platform legs."
+            );
+        }
+        self.logged = now.clone();
+        self.at = Some(std::time::Instant::now());
     }
 }
 
