@@ -90,3 +90,30 @@ fn version_and_completions() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("check-config"));
 }
+
+/// Issue 3: `demo --count N --forward-to URL` sends the demo's events through the real outbox and
+/// forwarder, signed; it exits 0 once all N were delivered, and what was printed is what arrived.
+#[test]
+fn demo_forwards_signed_events_and_exits_once_delivered() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let secret = webhook_signature::SigningSecret::from_bytes(b"pbx-listener demo signing key (public)".to_vec());
+    let config = pbx_sim::platform::PlatformConfig {
+        secrets: vec![secret],
+        // A short outage first: the demo must still deliver everything.
+        script: "503*2,429:retry-after=1".parse().unwrap(),
+        ..Default::default()
+    };
+    let platform = rt.block_on(pbx_sim::platform::Platform::start("127.0.0.1:0".parse().unwrap(), config)).unwrap();
+    let out = run_bounded(cmd().args(["demo", "--count", "25", "--forward-to", &platform.url()]), LIMIT);
+    assert!(out.status.success(), "exit {}; stderr:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let printed: Vec<Vec<u8>> =
+        out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+    assert_eq!(printed.len(), 25);
+    let delivered: std::collections::BTreeSet<Vec<u8>> = platform.accepted().into_iter().map(|d| d.body).collect();
+    assert_eq!(delivered.len(), 25, "every printed event was delivered once (distinct ids)");
+    for line in &printed {
+        assert!(delivered.contains(line), "printed but not delivered byte for byte: {}", String::from_utf8_lossy(line));
+    }
+    assert!(platform.deliveries().iter().all(|d| d.signature == pbx_sim::platform::SignatureCheck::Valid));
+    rt.block_on(platform.stop());
+}

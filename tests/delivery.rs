@@ -101,6 +101,9 @@ fn platform_outage_with_retry_after_then_everything_arrives_in_order() {
         let s = outbox_stats(&rig);
         (s["pendingEvents"] == 0).then_some(s)
     });
+    // SIGHUP does not kill the daemon (it says a restart applies changes); SIGTERM stops it cleanly.
+    std::process::Command::new("kill").args(["-HUP", &daemon.id().to_string()]).status().expect("kill -HUP");
+    eventually(LIMIT, "the SIGHUP warning", || rig.log("run").contains("SIGHUP").then_some(()));
     assert_eq!(terminate(&mut daemon, LIMIT).code(), Some(0), "{}", rig.log("run"));
 
     // The platform failed first: the script was played.

@@ -114,13 +114,22 @@ where
 
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
         warn!("Cannot install signal handlers; stop with SIGKILL.");
         return;
     };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            // Without a handler SIGHUP would kill us; reloading in place is not built yet.
+            _ = hup.recv() => warn!(
+                "SIGHUP: reloading the configuration in place is not supported yet; \
+                 `systemctl restart pbx-listener` applies changes (queued events and open calls survive it)."
+            ),
+        }
     };
     info!(signal = name, "Shutting down.");
     shutdown.cancel();
