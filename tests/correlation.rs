@@ -139,11 +139,11 @@ fn assert_bound(events: &[GenericEvent], leg: &BLeg, method: &str) {
     }
 }
 
-fn assert_unbound(events: &[GenericEvent]) {
+fn assert_unbound(events: &[GenericEvent], method: &str) {
     assert!(!events.is_empty());
     for e in events {
         assert_eq!((e.call_sid, e.parent_call_sid), (None, None), "{e:?}");
-        assert_eq!(e.meta["correlation"], "none", "{e:?}");
+        assert_eq!(e.meta["correlation"], method, "{e:?}");
     }
 }
 
@@ -198,7 +198,7 @@ fn simultaneous_identical_calls_bind_each_to_its_own_leg() {
 
 /// Without SIPTrack the PBX gives no Call-ID: a call binds by caller + dialled number within
 /// the time window; two simultaneous identical calls are ambiguous and are not guessed (both
-/// are forwarded unbound, never cross-bound).
+/// are forwarded unbound with `meta.correlation = "ambiguous"`, never cross-bound).
 #[test]
 fn without_siptrack_calls_bind_by_number_and_time_and_ambiguity_is_not_guessed() {
     let mut s = setup("");
@@ -225,8 +225,8 @@ fn without_siptrack_calls_bind_by_number_and_time_and_ambiguity_is_not_guessed()
     let steps_b = s.steps(Scenario::HoldResume(b));
     s.play(interleave(steps_a, steps_b));
     let by_call = s.events_by_call(3);
-    assert_unbound(&by_call["c0a82a03.2"]);
-    assert_unbound(&by_call["c0a82a03.3"]);
+    assert_unbound(&by_call["c0a82a03.2"], "ambiguous");
+    assert_unbound(&by_call["c0a82a03.3"], "ambiguous");
     assert_eq!(terminate(&mut daemon, LIMIT).code(), Some(0), "{}", s.rig.log("run"));
 }
 

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct CorrelationConfig {
     /// What happens to the signals of a PBX call no leg matched: `"forward"` them with null
-    /// sids (`meta.correlation = "none"`) or `"drop"` them. Default `"forward"`.
+    /// sids (`meta.correlation = "none"`, or `"ambiguous"` when several legs fitted) or
+    /// `"drop"` them. Default `"forward"`.
     pub unmatched: UnmatchedPolicy,
     /// How long the signals of a PBX call wait for its leg before they are released unbound,
     /// in milliseconds, counted from the first signal of the call. Must be at least twice
@@ -79,7 +80,8 @@ pub struct CorrelationConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UnmatchedPolicy {
-    /// Forward them with null sids and `meta.correlation = "none"`.
+    /// Forward them with null sids and `meta.correlation = "none"` (`"ambiguous"` when several
+    /// legs fitted).
     #[default]
     Forward,
     /// Drop them (counted).

@@ -440,9 +440,12 @@ impl Correlator {
 
     fn emit_unmatched(&mut self, signal: PbxSignal, reason: DropReason) {
         match self.settings.config.unmatched {
-            UnmatchedPolicy::Forward => self
-                .output
-                .push_back(CorrelatorOutput::Correlated(CorrelatedSignal { signal, binding: LegBinding::unmatched() })),
+            UnmatchedPolicy::Forward => {
+                // An ambiguous call says so in `meta.correlation`: "we did not guess" is not "no leg".
+                let method = if reason == DropReason::Ambiguous { MatchMethod::Ambiguous } else { MatchMethod::None };
+                let binding = LegBinding { method, ..LegBinding::unmatched() };
+                self.output.push_back(CorrelatorOutput::Correlated(CorrelatedSignal { signal, binding }));
+            }
             UnmatchedPolicy::Drop => {
                 self.stats.signals_dropped += 1;
                 self.output.push_back(CorrelatorOutput::Dropped { signal, reason });
@@ -457,7 +460,7 @@ impl Correlator {
             MatchMethod::CallIdPattern => s.matched_call_id_pattern += 1,
             MatchMethod::Token => s.matched_token += 1,
             MatchMethod::NumberTime => s.matched_number_time += 1,
-            MatchMethod::None => {}
+            MatchMethod::Ambiguous | MatchMethod::None => {}
         }
     }
 

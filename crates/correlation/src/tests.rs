@@ -277,7 +277,7 @@ fn an_ambiguous_local_part_binds_nothing() {
             (0, ann(0xb2, 0xa2).cid("abc@two.example").learned()),
             (10, call("1").cid("abc").ringing(10)),
         ],
-        "@6010 call 1 201 ringing -> none b=- a=-",
+        "@6010 call 1 201 ringing -> ambiguous b=- a=-",
     );
 }
 
@@ -381,8 +381,8 @@ fn two_simultaneous_identical_calls_are_never_cross_bound() {
             (120, call("2").numbers(CALLER, DID).ext("202").ringing(120)),
         ],
         "
-        @6100 call 1 201 ringing -> none b=- a=-
-        @6120 call 2 202 ringing -> none b=- a=-
+        @6100 call 1 201 ringing -> ambiguous b=- a=-
+        @6120 call 2 202 ringing -> ambiguous b=- a=-
         ",
     );
     assert_eq!((stats.ambiguous, stats.unmatched), (2, 2));

@@ -22,6 +22,9 @@ pub enum MatchMethod {
     Token,
     /// Caller and dialled number (E.164) matched one leg within the time window.
     NumberTime,
+    /// More than one leg (or call) fitted equally well, so none was chosen: forwarded with null
+    /// sids rather than guessed.
+    Ambiguous,
     /// No leg matched (forwarded with null sids, by configuration).
     #[default]
     None,
@@ -35,6 +38,7 @@ impl MatchMethod {
             MatchMethod::CallIdPattern => "call-id-pattern",
             MatchMethod::Token => "token",
             MatchMethod::NumberTime => "number-time",
+            MatchMethod::Ambiguous => "ambiguous",
             MatchMethod::None => "none",
         }
     }
@@ -65,7 +69,7 @@ impl LegBinding {
 
     /// Whether a leg was found.
     pub fn is_bound(&self) -> bool {
-        self.method != MatchMethod::None
+        !matches!(self.method, MatchMethod::None | MatchMethod::Ambiguous)
     }
 }
 

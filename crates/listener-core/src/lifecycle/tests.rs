@@ -366,3 +366,16 @@ fn outbound_numbers() {
     let e = lc.poll_event().unwrap().event;
     assert_eq!((e.from.as_str(), e.to.as_str()), ("201", "441707123456"));
 }
+
+#[test]
+fn an_ambiguous_call_is_unbound_and_says_so() {
+    let mut lc = CallLifecycle::new(ctx());
+    let mut s = sig(1_000, "7 201 ringing");
+    s.binding = LegBinding { method: MatchMethod::Ambiguous, ..LegBinding::default() };
+    assert!(!s.binding.is_bound());
+    lc.handle_signal(s);
+    let e = lc.poll_event().unwrap().event;
+    assert_eq!((e.call_sid, e.parent_call_sid), (None, None));
+    assert_eq!(e.meta["correlation"], "ambiguous");
+    assert_eq!((e.from.as_str(), e.to.as_str()), ("441707123456", "441234567890"), "the PBX's numbers");
+}
