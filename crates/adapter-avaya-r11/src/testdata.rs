@@ -46,3 +46,23 @@ fn hex(line: &str) -> Vec<u8> {
 pub fn tuple_strings() -> Vec<&'static str> {
     TUPLE_STRINGS.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
 }
+
+/// Decodes `chunks` fed one after the other to a [`crate::codec::FrameCodec`] of `max` bytes,
+/// then EOF: the frames, or the error that lost the stream. Shared by the codec's tests and the
+/// fuzz target, which both compare decodes of differently split input.
+pub fn decode_chunks(max: usize, chunks: &[&[u8]]) -> Result<Vec<crate::codec::Frame>, String> {
+    use tokio_util::codec::Decoder;
+    let mut codec = crate::codec::FrameCodec::new(max);
+    let mut buf = bytes::BytesMut::new();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        while let Some(item) = codec.decode(&mut buf).map_err(|e| e.to_string())? {
+            out.push(item);
+        }
+    }
+    while let Some(item) = codec.decode_eof(&mut buf).map_err(|e| e.to_string())? {
+        out.push(item);
+    }
+    Ok(out)
+}

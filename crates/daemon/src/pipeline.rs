@@ -213,35 +213,22 @@ impl CorrelationLog {
         if bound + unmatched + late + expired + learned == 0 {
             return;
         }
-        let fields = (
-            d(now.matched_sip_call_id, was.matched_sip_call_id),
-            d(now.matched_call_id_pattern, was.matched_call_id_pattern),
-            d(now.matched_token, was.matched_token),
-            d(now.matched_number_time, was.matched_number_time),
+        info!(
+            bound,
+            sip_call_id = d(now.matched_sip_call_id, was.matched_sip_call_id),
+            call_id_pattern = d(now.matched_call_id_pattern, was.matched_call_id_pattern),
+            token = d(now.matched_token, was.matched_token),
+            number_time = d(now.matched_number_time, was.matched_number_time),
+            legs_learned = learned,
+            "Correlation: PBX calls bound to platform legs."
         );
         if unmatched + late + expired > 0 {
             warn!(
-                bound,
-                sip_call_id = fields.0,
-                call_id_pattern = fields.1,
-                token = fields.2,
-                number_time = fields.3,
                 unmatched,
                 ambiguous,
                 late_legs = late,
                 expired_legs = expired,
-                legs_learned = learned,
                 "Correlation: some PBX calls found no platform leg (see docs/correlation.md)."
-            );
-        } else {
-            info!(
-                bound,
-                sip_call_id = fields.0,
-                call_id_pattern = fields.1,
-                token = fields.2,
-                number_time = fields.3,
-                legs_learned = learned,
-                "Correlation: PBX calls bound to platform legs."
             );
         }
         self.logged = now.clone();

@@ -164,14 +164,7 @@ pub struct Args {
 
 /// Runs `pbx-sim announce`: one signed announcement; fails unless the answer is 2xx.
 pub async fn run_cli(args: Args) -> anyhow::Result<()> {
-    let mut secrets = Vec::new();
-    for text in &args.secrets {
-        secrets.push(SigningSecret::parse(text).context("--secret")?);
-    }
-    for path in &args.secret_files {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        secrets.push(SigningSecret::parse(&text).with_context(|| format!("the secret in {}", path.display()))?);
-    }
+    let secrets = crate::secrets_from_args(&args.secrets, &args.secret_files)?;
     if secrets.is_empty() {
         bail!("give --secret or --secret-file: the listener refuses unsigned announcements");
     }

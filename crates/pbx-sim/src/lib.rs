@@ -17,3 +17,23 @@ pub mod announce;
 pub mod avaya_r11;
 pub mod platform;
 pub mod sip_peers;
+
+/// The `whsec_` secrets given on a command line: `--secret` values, then `--secret-file` files.
+pub fn secrets_from_args(
+    texts: &[String],
+    files: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<webhook_signature::SigningSecret>> {
+    use anyhow::Context;
+    let mut secrets = Vec::new();
+    for text in texts {
+        secrets.push(webhook_signature::SigningSecret::parse(text).context("--secret")?);
+    }
+    for path in files {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        secrets.push(
+            webhook_signature::SigningSecret::parse(&text)
+                .with_context(|| format!("the secret in {}", path.display()))?,
+        );
+    }
+    Ok(secrets)
+}

@@ -11,24 +11,12 @@ use adapter_avaya_r11::codec::{Frame, FrameCodec};
 use adapter_avaya_r11::packet::Packet;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Encoder;
 
 const MAX: usize = 4096;
 
 fn decode(chunks: &[&[u8]]) -> Result<Vec<Frame>, String> {
-    let mut codec = FrameCodec::new(MAX);
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        while let Some(item) = codec.decode(&mut buf).map_err(|e| e.to_string())? {
-            out.push(item);
-        }
-    }
-    while let Some(item) = codec.decode_eof(&mut buf).map_err(|e| e.to_string())? {
-        out.push(item);
-    }
-    Ok(out)
+    adapter_avaya_r11::testdata::decode_chunks(MAX, chunks)
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -3,26 +3,9 @@ use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::*;
-use crate::testdata::{long_header_example, sample_frames};
+use crate::testdata::{decode_chunks, long_header_example, sample_frames};
 
 const MAX: usize = 64 * 1024;
-
-/// Decodes `chunks` fed one after the other, then EOF; renders the items.
-fn decode_chunks(max: usize, chunks: &[&[u8]]) -> Result<Vec<Frame>, String> {
-    let mut codec = FrameCodec::new(max);
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        while let Some(item) = codec.decode(&mut buf).map_err(|e| e.to_string())? {
-            out.push(item);
-        }
-    }
-    while let Some(item) = codec.decode_eof(&mut buf).map_err(|e| e.to_string())? {
-        out.push(item);
-    }
-    Ok(out)
-}
 
 fn whole(bytes: &[u8]) -> Result<Vec<Frame>, String> {
     decode_chunks(MAX, &[bytes])

@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 pub use receiver::{Delivery, Platform, PlatformConfig, SignatureCheck};
 pub use script::{Reply, Script, ScriptError};
-use webhook_signature::SigningSecret;
 
 /// Command-line arguments of `pbx-sim platform`.
 #[derive(Debug, clap::Args)]
@@ -46,14 +45,7 @@ pub struct Args {
 
 /// Runs `pbx-sim platform` until interrupted.
 pub async fn run_cli(args: Args) -> anyhow::Result<()> {
-    let mut secrets = Vec::new();
-    for text in &args.secrets {
-        secrets.push(SigningSecret::parse(text).context("--secret")?);
-    }
-    for path in &args.secret_files {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        secrets.push(SigningSecret::parse(&text).with_context(|| format!("the secret in {}", path.display()))?);
-    }
+    let secrets = crate::secrets_from_args(&args.secrets, &args.secret_files)?;
     let script: Script = args.script.parse().context("--script")?;
     let config = PlatformConfig { secrets, script, record_to: args.record, tolerance_secs: args.tolerance_secs };
     let platform =
