@@ -117,3 +117,22 @@ fn demo_forwards_signed_events_and_exits_once_delivered() {
     assert!(platform.deliveries().iter().all(|d| d.signature == pbx_sim::platform::SignatureCheck::Valid));
     rt.block_on(platform.stop());
 }
+
+/// Issue 2: a missing secret file is a clear error naming the line and the key, not a panic.
+#[test]
+fn check_config_reports_a_missing_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // The example, copied without its `secrets/` directory.
+    let text = std::fs::read_to_string(root().join("deploy/pbx-listener.toml")).unwrap();
+    let path = dir.path().join("pbx-listener.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = run_bounded(cmd().arg("check-config").arg(&path), LIMIT);
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in ["pbx[0].password_file", "platform.signing_secret_files"] {
+        let line = stderr.lines().find(|l| l.contains(key)).unwrap_or_else(|| panic!("{key} not named:\n{stderr}"));
+        assert!(line.contains("cannot read") && line.contains("No such file"), "{line}");
+        assert!(line.starts_with(&format!("{}:", path.display())), "file:line first: {line}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
