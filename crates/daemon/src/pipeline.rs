@@ -137,12 +137,10 @@ pub async fn run(
             break;
         }
     }
-    let c = cores.correlator.stats();
     info!(
         inputs = stats.inputs,
         events = stats.events,
         open_calls = cores.lifecycle.open_calls(),
-        correlation = ?c,
         "Pipeline drained."
     );
     Ok(stats)

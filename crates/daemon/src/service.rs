@@ -193,7 +193,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 }
 
-/// The adapters' sink: forwards to the pipeline and mirrors link states into health.
+/// The adapters' sink: forwards to the pipeline and mirrors link states into health and the
+/// `pbx_listener_pbx_link_up` gauge.
 struct LinkWatch {
     inner: ChannelSink,
     health: Health,
@@ -208,14 +209,8 @@ impl SignalSink for LinkWatch {
                 LinkState::Down { reason } => Check::failing(format!("down: {reason}")),
                 LinkState::AuthFailed { reason } => Check::failing(format!("authentication failed: {reason}")),
             };
-            match state {
-                LinkState::Up => info!(pbx = %pbx, "PBX link up."),
-                LinkState::Connecting => {}
-                LinkState::Down { reason } => warn!(pbx = %pbx, reason = %reason, "PBX link down."),
-                LinkState::AuthFailed { reason } => {
-                    error!(pbx = %pbx, reason = %reason, "PBX refused our credentials.")
-                }
-            }
+            // The adapter logs its own link changes (with what it does next); this only keeps
+            // health and the gauge in step.
             metrics::gauge!("pbx_listener_pbx_link_up", "pbx" => pbx.name.to_string())
                 .set(if matches!(state, LinkState::Up) { 1.0 } else { 0.0 });
             self.health.update(|h| {
