@@ -137,12 +137,7 @@ pub async fn run(
             break;
         }
     }
-    info!(
-        inputs = stats.inputs,
-        events = stats.events,
-        open_calls = cores.lifecycle.open_calls(),
-        "Pipeline drained."
-    );
+    info!(inputs = stats.inputs, events = stats.events, open_calls = cores.lifecycle.open_calls(), "Pipeline drained.");
     Ok(stats)
 }
 
