@@ -603,8 +603,13 @@ impl Config {
             ));
         }
         line(format!(
-            "correlation  unmatched calls: {:?}, wait for leg {} ms, number window {} ms",
-            self.correlation.unmatched, self.correlation.wait_for_leg_ms, self.correlation.number_window_ms
+            "correlation  unmatched calls are {}, wait for leg {} ms, number window {} ms",
+            match self.correlation.unmatched {
+                correlation::UnmatchedPolicy::Forward => "forwarded",
+                correlation::UnmatchedPolicy::Drop => "dropped",
+            },
+            self.correlation.wait_for_leg_ms,
+            self.correlation.number_window_ms
         ));
         match self.admin.listen {
             Some(addr) => line(format!("admin        http://{addr}/metrics, /health/live, /health/ready")),
