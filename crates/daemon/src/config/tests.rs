@@ -151,3 +151,32 @@ fn secrets_never_appear_in_the_summary() {
     assert!(!summary.contains(secret.trim()) && !summary.contains("whsec_"), "{summary}");
     assert!(!format!("{config:?}").contains(secret.trim().trim_start_matches("whsec_")));
 }
+
+/// The example's commented-out keys are real keys: uncommented (with secrets that exist here),
+/// the file is still valid.
+#[test]
+fn the_examples_commented_keys_are_valid() {
+    let uncommented: String = EXAMPLE
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            // Commented keys and tables, not the prose comments (which start with "# ").
+            Some(rest) if rest.starts_with('[') || rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => {
+                rest.to_owned()
+            }
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("/run/credentials/pbx-listener.service/legs-signing-secret", "secrets/platform-signing-secret")
+        .replace("/run/credentials/pbx-listener.service/hep-key", "secrets/avaya-password")
+        .replace("secrets/platform-token", "secrets/avaya-password")
+        // A CA file only goes with `tls = true`, which needs a real certificate: left out here.
+        .replace("ca_file = \"/etc/pbx-listener/ipoffice-ca.pem\"\n", "")
+        .replace("ca_file = \"/etc/pbx-listener/platform-ca.pem\"\n", "")
+        .replace("tls_cert_file = \"/etc/pbx-listener/legs.crt\"\n", "")
+        .replace("tls_key_file = \"/etc/pbx-listener/legs.key\"\n", "");
+    assert!(uncommented.contains("\n[legs]\n") && uncommented.contains("\n[sip_tap]\n"), "{uncommented}");
+    let config = load(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    assert!(config.legs.is_some() && config.sip_tap.is_some());
+    assert!(config.correlation.call_id_pattern.is_some() && config.correlation.token_pattern.is_some());
+}
