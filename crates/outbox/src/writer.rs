@@ -79,11 +79,8 @@ pub(crate) fn run(
             }
             continue;
         }
-        let size = group.len() as u64;
-        match commit_group(&mut conn, &config, &mut group) {
+        match commit_group(&mut conn, &config, &mut group, &counters) {
             Ok(outcome) => {
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                counters.requests.fetch_add(size, Ordering::Relaxed);
                 outcome.report();
                 if outcome.appended > 0 {
                     notify.notify_one();
@@ -140,6 +137,7 @@ fn commit_group(
     conn: &mut Connection,
     config: &OutboxConfig,
     group: &mut Vec<Request>,
+    counters: &WriterCounters,
 ) -> rusqlite::Result<GroupOutcome> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut before = Totals::load(&tx)?;
@@ -165,6 +163,10 @@ fn commit_group(
     totals.store(&tx, &mut before)?;
     tx.commit()?;
     outcome.totals = totals;
+    // Counted before anyone is answered: a caller that reads the counters after its append
+    // resolved sees its own commit.
+    counters.commits.fetch_add(1, Ordering::Relaxed);
+    counters.requests.fetch_add(group.len() as u64, Ordering::Relaxed);
     for (request, result) in group.drain(..).zip(results) {
         // The caller may have stopped waiting; the write stands either way.
         let _ = request.reply.send(result);
