@@ -6,7 +6,6 @@ use anyhow::Context;
 use listener_core::{OutgoingEvent, StateChange};
 use outbox::{NewEvent, Outbox};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use crate::pipeline::{EventSink, now};
 
@@ -23,19 +22,8 @@ impl EventSink for OutboxSink {
         for e in &events {
             rows.push(NewEvent::from_outgoing(e, created).context("serialising an event")?);
         }
-        let receipt = self.outbox.append(rows, state).await.context("committing events to the outbox")?;
-        if receipt.dropped_newest > 0 {
-            warn!(
-                dropped = receipt.dropped_newest,
-                "The outbox is full: new events were refused (when_full = drop_newest)."
-            );
-        }
-        if receipt.dropped_oldest > 0 {
-            warn!(
-                dropped = receipt.dropped_oldest,
-                "The outbox is full: the oldest events were dropped (when_full = drop_oldest)."
-            );
-        }
+        // Duplicates and cap drops are counted and logged (rate-limited) by the outbox itself.
+        self.outbox.append(rows, state).await.context("committing events to the outbox")?;
         Ok(())
     }
 }
