@@ -4,8 +4,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use listener_core::{
-    CallChange, CallInfo, CorrelatedSignal, Direction, LegBinding, MatchMethod, PbxCallId, PbxSignal, SignalBody,
-    UnixMillis,
+    CallChange, CallInfo, CorrelatedSignal, Direction, LegBinding, MatchMethod, PbxCallId, PbxId, PbxSignal,
+    SignalBody, UnixMillis,
 };
 use uuid::Uuid;
 
@@ -331,6 +331,25 @@ impl Correlator {
             .collect();
         for key in waiting {
             self.attempt(now, &key, false);
+        }
+    }
+
+    /// The PBX's snapshot after a reconnect is complete and lists `live_calls`: every other call of
+    /// `pbx` still waiting for its leg is over, so it is decided now (bound if a leg fits, else by
+    /// the unmatched policy) and its held signals come out before the caller reconciles the
+    /// lifecycle against the snapshot. Live calls keep waiting.
+    pub fn release_gone(&mut self, now: UnixMillis, pbx: &PbxId, live_calls: &[PbxCallId]) {
+        let mut gone: Vec<CallKey> = self
+            .calls
+            .iter()
+            .filter(|(k, e)| {
+                *k.pbx == *pbx.name && matches!(e.state, CallState::Waiting(_)) && !live_calls.contains(&k.call)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        gone.sort();
+        for key in gone {
+            self.attempt(now, &key, true);
         }
     }
 

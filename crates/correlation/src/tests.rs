@@ -131,6 +131,8 @@ impl S {
 enum Input {
     Leg(LegUpdate),
     Sig(PbxSignal),
+    /// The PBX's snapshot after a reconnect lists these calls.
+    Resync(Vec<&'static str>),
 }
 
 /// Runs `steps` (instant, input) through a correlator, firing timers as the clock passes
@@ -182,6 +184,10 @@ fn run(config: CorrelationConfig, steps: Vec<(u64, Input)>) -> (String, Correlat
         match input {
             Input::Leg(u) => c.handle_leg(UnixMillis(t), u),
             Input::Sig(s) => c.handle_signal(UnixMillis(t), s),
+            Input::Resync(live) => {
+                let live: Vec<PbxCallId> = live.into_iter().map(|c| PbxCallId(c.to_owned())).collect();
+                c.release_gone(UnixMillis(t), &PbxId::new("site-1", PbxType::ThreeCx), &live);
+            }
         }
         drain(&mut c, t, &mut out);
     }
@@ -724,6 +730,7 @@ proptest! {
                     if let SignalBody::Call(cs) = &sig.body { sent_at.push((cs.call.0.clone(), sig.at.0)); }
                     c.handle_signal(UnixMillis(t), sig)
                 }
+                Input::Resync(_) => unreachable!("the generator makes no resyncs"),
             }
             outs.extend(std::iter::from_fn(|| c.poll_output()));
         }
@@ -756,4 +763,26 @@ proptest! {
         }
         prop_assert_eq!(c.stats().pending_calls, 0);
     }
+}
+
+/// After a reconnect the PBX lists its live calls: a call still waiting for its leg that is not
+/// listed is over and is decided at once (so its signals reach the lifecycle before it
+/// reconciles); a listed one keeps waiting for its leg.
+#[test]
+fn a_resync_releases_waiting_calls_the_pbx_no_longer_lists() {
+    check(
+        cfg(),
+        vec![
+            (100, call("7").ringing(100)),
+            (100, call("8").ext("202").ringing(100)),
+            (1_000, Input::Resync(vec!["8"])),
+            (2_000, ann(1, 2).cid("late-leg").learned()),
+            (2_000, call("8").ext("202").cid("late-leg").connected(100, 2_000)),
+        ],
+        "
+        @1000 call 7 201 ringing -> none b=- a=-
+        @2000 call 8 202 ringing -> sip-call-id b=1 a=2
+        @2000 call 8 202 connected -> sip-call-id b=1 a=2
+        ",
+    );
 }

@@ -153,8 +153,10 @@ impl Cores {
                 self.correlator.handle_signal(now(), signal);
             }
             AdapterEvent::Resync { pbx, live_calls, at } => {
-                // Correlation first: a held signal of a call must reach the lifecycle before the
-                // resync decides which calls are gone.
+                // Correlation first: the signals of a call that is gone but still waiting for its
+                // leg must reach the lifecycle before it decides which calls to close, or they
+                // would open devices nothing closes.
+                self.correlator.release_gone(now(), &pbx, &live_calls);
                 self.feed_lifecycle();
                 info!(pbx = %pbx, live_calls = live_calls.len(), "PBX snapshot complete; reconciling open calls.");
                 self.lifecycle.handle_resync(&pbx, &live_calls, at);
@@ -259,5 +261,56 @@ pub fn leg_source_stopped(name: &str, error: Option<&dyn std::fmt::Display>) {
     match error {
         Some(e) => warn!(source = name, error = %e, "A leg source stopped."),
         None => debug!(source = name, "A leg source stopped."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use correlation::CorrelationConfig;
+    use listener_core::{
+        CallChange, CallInfo, CallSignal, EventContext, Extension, Facts, PbxCallId, PbxId, PbxSignal, PbxType,
+    };
+
+    use super::*;
+
+    fn cores() -> Cores {
+        let ctx =
+            EventContext { account_id: uuid::Uuid::nil(), account_name: "T".into(), static_meta: BTreeMap::new() };
+        Cores {
+            numbers: NumberPlan::new("GB", 6).unwrap(),
+            correlator: Correlator::new(CorrelationConfig::default()).unwrap(),
+            lifecycle: CallLifecycle::new(ctx),
+        }
+    }
+
+    /// A call rings while its leg is awaited, the link drops, the call ends meanwhile: the
+    /// snapshot no longer lists it, so its ringing comes out and is closed at once.
+    #[test]
+    fn a_resync_closes_a_call_that_was_still_waiting_for_its_leg() {
+        let mut cores = cores();
+        let pbx = PbxId::new("site-1", PbxType::AvayaR11);
+        cores.handle(AdapterEvent::Signal(PbxSignal {
+            pbx: pbx.clone(),
+            at: now(),
+            source: "test",
+            facts: Facts::new(),
+            body: SignalBody::Call(CallSignal {
+                call: PbxCallId("7".into()),
+                call_started: now(),
+                extension: Some(Extension("201".into())),
+                change: CallChange::Ringing,
+                info: CallInfo::default(),
+            }),
+        }));
+        cores.feed_lifecycle();
+        assert_eq!(cores.lifecycle.poll_event(), None, "the call waits for its leg");
+        cores.handle(AdapterEvent::Resync { pbx, live_calls: vec![], at: now() });
+        let events: Vec<_> = std::iter::from_fn(|| cores.lifecycle.poll_event()).map(|e| e.event).collect();
+        let seen: Vec<(&str, Option<&str>)> =
+            events.iter().map(|e| (e.status.as_str(), e.meta.get("reconciled").map(String::as_str))).collect();
+        assert_eq!(seen, [("ringing", None), ("disconnected", Some("true"))]);
+        assert_eq!(cores.lifecycle.open_calls(), 0);
     }
 }
