@@ -152,6 +152,17 @@ pub enum CorrelationConfigError {
     },
 }
 
+impl CorrelationConfigError {
+    /// The `[correlation]` key the error is about, so that the daemon can point at its line.
+    pub fn key(&self) -> &'static str {
+        match self {
+            CorrelationConfigError::InvalidPattern { key, .. }
+            | CorrelationConfigError::MissingGroup { key, .. }
+            | CorrelationConfigError::Invalid { key, .. } => key,
+        }
+    }
+}
+
 /// The validated configuration the correlator runs on.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {

@@ -136,6 +136,21 @@ pub enum ConfigError {
     Tls(#[from] rustls::Error),
 }
 
+impl ConfigError {
+    /// The `[platform]` key the error is about (`None` when it is about no single key), so that
+    /// the daemon can point at its line.
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            ConfigError::BadUrl { .. } | ConfigError::InsecureUrl { .. } => Some("url"),
+            ConfigError::SecretCount(_) | ConfigError::BadSecret { .. } => Some("signing_secret_files"),
+            ConfigError::ReadFile { key, .. } | ConfigError::OutOfRange { key, .. } => Some(key),
+            ConfigError::BadToken { .. } => Some("bearer_token_file"),
+            ConfigError::BadCaFile { .. } => Some("ca_file"),
+            ConfigError::NoTrustAnchors | ConfigError::Tls(_) => None,
+        }
+    }
+}
+
 /// A bearer token; never shown by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BearerToken(String);

@@ -199,22 +199,16 @@ impl<'a> Checker<'a> {
         });
     }
 
-    /// An error a component worded as `"<section>.<key>…: message"`: placed at that key.
-    pub(crate) fn keyed(&mut self, section: &str, text: &str) {
-        let key = text
-            .strip_prefix(section)
-            .and_then(|rest| rest.strip_prefix('.'))
-            .and_then(|rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next())
-            .filter(|k| !k.is_empty());
-        let path = match key {
-            Some(k) => KeyPath::keys(&[section, k]),
-            None => KeyPath::keys(&[section]),
+    /// A component's error about `section.key` (or the whole section): placed at that key, the
+    /// component's own `"section.key: "` prefix dropped from the message.
+    pub(crate) fn keyed(&mut self, section: &str, key: Option<&str>, error: &dyn fmt::Display) {
+        let text = error.to_string();
+        let (path, prefix) = match key {
+            Some(k) => (KeyPath::keys(&[section, k]), format!("{section}.{k}: ")),
+            None => (KeyPath::keys(&[section]), String::new()),
         };
-        let message = match key {
-            Some(_) => text.split_once(": ").map_or(text, |(_, m)| m),
-            None => text,
-        };
-        self.at(&path, message.to_owned());
+        let message = text.strip_prefix(&prefix).unwrap_or(&text).to_owned();
+        self.at(&path, message);
     }
 
     /// Deserialises a sub-value with spans preserved, so its errors point into the file.
@@ -301,7 +295,7 @@ fn validate(
     let pbx = validate_pbx_blocks(check, index, base);
     let platform = load_platform(check, raw.platform, base);
     if let Err(e) = raw.correlation.validate() {
-        check.keyed("correlation", &e.to_string());
+        check.keyed("correlation", Some(e.key()), &e);
     }
     let legs = raw.legs.map(|legs| check_legs(check, legs, base));
     let sip_tap = raw.sip_tap.map(|mut tap| {
@@ -458,7 +452,7 @@ fn load_platform(
     match platform.load() {
         Ok(settings) => Some(settings),
         Err(e) => {
-            check.keyed("platform", &e.to_string());
+            check.keyed("platform", e.key(), &e);
             None
         }
     }

@@ -139,6 +139,10 @@ fn a_missing_secret_file_is_a_clear_error_with_its_line() {
 fn platform_errors_name_their_key() {
     let errs = errors(&EXAMPLE.replace("https://events.example.net/v1/pbx-events", "http://events.example.net/"));
     assert!(errs[0].contains("platform.url") && errs[0].contains("https://"), "{errs:?}");
+    let text = EXAMPLE.replace("wait_for_leg_ms = 6000", "wait_for_leg_ms = 10");
+    let line = text.lines().position(|l| l.starts_with("wait_for_leg_ms")).unwrap() + 1;
+    let errs = errors(&text);
+    assert!(errs[0].starts_with(&format!("{line}:1 correlation.wait_for_leg_ms must be")), "{errs:?}");
     let errs = errors(&EXAMPLE.replace("timeout_secs = 15", "timeout_secs = \"15\""));
     assert!(errs[0].contains("invalid type"), "{errs:?}");
 }
