@@ -32,7 +32,7 @@ mod server;
 
 pub use announce::{AnnounceError, SIP_CALL_ID_KEY, parse_announcements, to_update};
 pub use config::LegsConfig;
-pub use server::{LegAnnounceServer, LegsError};
+pub use server::{LegAnnounceServer, LegsError, LoadedLegs};
 
 #[cfg(test)]
 mod tests;

@@ -72,6 +72,56 @@ pub enum LegsError {
     Io(#[from] std::io::Error),
 }
 
+impl LegsError {
+    /// The `[legs]` key the error is about (`None` for the key pair and runtime errors), so that
+    /// the daemon can point at its line.
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            LegsError::NoSecrets | LegsError::Secret { .. } => Some("signing_secret_files"),
+            LegsError::Tls { key, .. } => Some(key),
+            LegsError::Bind { .. } => Some("listen"),
+            LegsError::TlsHalf | LegsError::Io(_) => None,
+        }
+    }
+}
+
+/// What the endpoint needs from its files: the secrets and the TLS identity, read and checked
+/// ([`LegsConfig::load`]). `Debug` shows no secret.
+pub struct LoadedLegs {
+    secrets: Vec<SigningSecret>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for LoadedLegs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedLegs").field("secrets", &self.secrets.len()).field("tls", &self.tls.is_some()).finish()
+    }
+}
+
+impl LegsConfig {
+    /// Reads and checks the secret files and the certificate and key, without binding: what
+    /// `check-config` runs, and what [`LegAnnounceServer::bind`] starts with.
+    pub fn load(&self) -> Result<LoadedLegs, LegsError> {
+        if self.signing_secret_files.is_empty() {
+            return Err(LegsError::NoSecrets);
+        }
+        let mut secrets = Vec::new();
+        for path in &self.signing_secret_files {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| LegsError::Secret { path: path.clone(), reason: e.to_string() })?;
+            let secret = SigningSecret::parse(&text)
+                .map_err(|e| LegsError::Secret { path: path.clone(), reason: e.to_string() })?;
+            secrets.push(secret);
+        }
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            (None, None) => None,
+            _ => return Err(LegsError::TlsHalf),
+        };
+        Ok(LoadedLegs { secrets, tls })
+    }
+}
+
 /// The bound endpoint. [`LegAnnounceServer::serve`] runs it.
 pub struct LegAnnounceServer {
     listener: TcpListener,
@@ -101,23 +151,7 @@ struct State {
 impl LegAnnounceServer {
     /// Loads the secrets (and the certificate), binds the address.
     pub async fn bind(config: &LegsConfig) -> Result<LegAnnounceServer, LegsError> {
-        if config.signing_secret_files.is_empty() {
-            return Err(LegsError::NoSecrets);
-        }
-        let mut secrets = Vec::new();
-        for path in &config.signing_secret_files {
-            let text = tokio::fs::read_to_string(path)
-                .await
-                .map_err(|e| LegsError::Secret { path: path.clone(), reason: e.to_string() })?;
-            let secret = SigningSecret::parse(&text)
-                .map_err(|e| LegsError::Secret { path: path.clone(), reason: e.to_string() })?;
-            secrets.push(secret);
-        }
-        let tls = match (&config.tls_cert_file, &config.tls_key_file) {
-            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
-            (None, None) => None,
-            _ => return Err(LegsError::TlsHalf),
-        };
+        let LoadedLegs { secrets, tls } = config.load()?;
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| LegsError::Bind { addr: config.listen, source })?;
         Ok(LegAnnounceServer { listener, tls, secrets, max_body_bytes: config.max_body_bytes })

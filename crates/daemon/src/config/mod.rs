@@ -458,8 +458,8 @@ fn load_platform(
     }
 }
 
-/// `[legs]`: paths resolved, secret and certificate files read now so that `check-config`
-/// finds a missing one (the server reads them again when it binds).
+/// `[legs]`: paths resolved, then the endpoint's own `load` reads and checks the secret,
+/// certificate and key files now, so that `check-config` finds a bad one.
 fn check_legs(check: &mut Checker<'_>, mut legs: leg_announce::LegsConfig, base: &Path) -> leg_announce::LegsConfig {
     for p in &mut legs.signing_secret_files {
         *p = resolve(base, p);
@@ -467,35 +467,8 @@ fn check_legs(check: &mut Checker<'_>, mut legs: leg_announce::LegsConfig, base:
     for p in [&mut legs.tls_cert_file, &mut legs.tls_key_file].into_iter().flatten() {
         *p = resolve(base, p);
     }
-    if legs.signing_secret_files.is_empty() {
-        check.at(
-            &KeyPath::keys(&["legs", "signing_secret_files"]),
-            "give at least one secret file: the endpoint never accepts unsigned announcements",
-        );
-    }
-    for p in &legs.signing_secret_files {
-        let key = KeyPath::keys(&["legs", "signing_secret_files"]);
-        match std::fs::read_to_string(p) {
-            Ok(text) => {
-                if let Err(e) = webhook_signature::SigningSecret::parse(&text) {
-                    check.at(&key, format!("{}: {e}", p.display()));
-                }
-            }
-            Err(e) => check.at(&key, format!("cannot read {}: {e}", p.display())),
-        }
-    }
-    match (&legs.tls_cert_file, &legs.tls_key_file) {
-        (Some(_), None) | (None, Some(_)) => {
-            check.at(&KeyPath::keys(&["legs"]), "tls_cert_file and tls_key_file go together: set both or neither")
-        }
-        _ => {}
-    }
-    for (key, p) in [("tls_cert_file", &legs.tls_cert_file), ("tls_key_file", &legs.tls_key_file)] {
-        if let Some(p) = p
-            && let Err(e) = std::fs::metadata(p)
-        {
-            check.at(&KeyPath::keys(&["legs", key]), format!("cannot read {}: {e}", p.display()));
-        }
+    if let Err(e) = legs.load() {
+        check.keyed("legs", e.key(), &e);
     }
     legs
 }

@@ -184,3 +184,20 @@ fn the_examples_commented_keys_are_valid() {
     assert!(config.legs.is_some() && config.sip_tap.is_some());
     assert!(config.correlation.call_id_pattern.is_some() && config.correlation.token_pattern.is_some());
 }
+
+#[test]
+fn legs_errors_come_from_the_endpoints_own_checks() {
+    let text = format!(
+        "{EXAMPLE}\n[legs]\nlisten = \"127.0.0.1:9443\"\nsigning_secret_files = [\"secrets/avaya-password\"]\n"
+    );
+    let line = text.lines().position(|l| l.starts_with("signing_secret_files = [\"secrets/avaya")).unwrap() + 1;
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with(&format!("{line}:1 legs.signing_secret_files ")), "{errs:?}");
+    assert!(errs[0].contains("avaya-password") && errs[0].contains("base64"), "not a whsec_ secret: {errs:?}");
+    let half = format!(
+        "{EXAMPLE}\n[legs]\nlisten = \"127.0.0.1:9443\"\nsigning_secret_files = [\"secrets/platform-signing-secret\"]\ntls_key_file = \"secrets/avaya-password\"\n"
+    );
+    let errs = errors(&half);
+    assert!(errs[0].contains(" legs ") && errs[0].contains("set both or neither"), "{errs:?}");
+}
