@@ -19,7 +19,7 @@ use correlation::{CorrelationConfig, Correlator};
 use forwarder::{Forwarder, ForwarderConfig};
 use generic_event::Status;
 use leg_announce::{LegAnnounceServer, LegsConfig};
-use listener_core::{Adapter, CallLifecycle, EventContext, NumberPlan, PbxId, PbxType};
+use listener_core::{Adapter, CallLifecycle, EventContext, NumberCache, NumberPlan, PbxId, PbxType};
 use outbox::{Outbox, OutboxConfig};
 use pbx_sim::announce::{BLeg, announce, b_leg_event};
 use pbx_sim::avaya_r11::{AvayaSim, Pacing, SimConfig};
@@ -32,7 +32,7 @@ use webhook_signature::SigningSecret;
 
 use crate::cli::DemoArgs;
 use crate::notify::Watchdog;
-use crate::pipeline::{self, ChannelSink, Cores, Inputs};
+use crate::pipeline::{self, ChannelSink, Cores, Inputs, NUMBER_CACHE};
 use crate::service::OUTBOX_FILE;
 use crate::sinks::{OutboxSink, StdoutSink, TeeSink};
 
@@ -97,7 +97,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         static_meta: BTreeMap::from([("demo".to_owned(), "true".to_owned())]),
     };
     let cores = Cores {
-        numbers: NumberPlan::new("GB", 6).context("the demo's number plan")?,
+        numbers: NumberCache::new(NumberPlan::new("GB", 6).context("the demo's number plan")?, NUMBER_CACHE),
         correlator: Correlator::new(CorrelationConfig::default()).context("the demo's correlation settings")?,
         lifecycle: CallLifecycle::new(ctx),
     };

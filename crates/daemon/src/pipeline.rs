@@ -11,13 +11,16 @@ use std::time::Duration;
 
 use correlation::{CorrelationStats, Correlator, CorrelatorOutput, LegUpdate};
 use listener_core::{
-    AdapterEvent, BoxFuture, CallLifecycle, NumberPlan, OutgoingEvent, SignalBody, SignalSink, SinkClosed, StateChange,
-    UnixMillis,
+    AdapterEvent, BoxFuture, CallLifecycle, NumberCache, OutgoingEvent, SignalBody, SignalSink, SinkClosed,
+    StateChange, UnixMillis,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::notify::Watchdog;
+
+/// Distinct numbers remembered by the pipeline's number cache (callers and DIDs of live calls).
+pub const NUMBER_CACHE: usize = 16_384;
 
 /// The most inputs folded into one batch.
 const MAX_BATCH_INPUTS: usize = 1024;
@@ -54,8 +57,8 @@ pub struct PipelineStats {
 
 /// The pure parts the pipeline drives.
 pub struct Cores {
-    /// Normalises numbers once, before correlation.
-    pub numbers: NumberPlan,
+    /// Normalises numbers once, before correlation (memoised: a call's signals repeat them).
+    pub numbers: NumberCache,
     /// Binds PBX calls to platform legs.
     pub correlator: Correlator,
     /// Keeps the contract and builds events.
@@ -279,7 +282,7 @@ mod tests {
         let ctx =
             EventContext { account_id: uuid::Uuid::nil(), account_name: "T".into(), static_meta: BTreeMap::new() };
         Cores {
-            numbers: NumberPlan::new("GB", 6).unwrap(),
+            numbers: NumberCache::new(listener_core::NumberPlan::new("GB", 6).unwrap(), 16),
             correlator: Correlator::new(CorrelationConfig::default()).unwrap(),
             lifecycle: CallLifecycle::new(ctx),
         }

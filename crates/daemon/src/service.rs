@@ -14,7 +14,8 @@ use correlation::{Correlator, LegUpdate};
 use forwarder::{DeliveryState, Forwarder};
 use leg_announce::LegAnnounceServer;
 use listener_core::{
-    Adapter, AdapterError, AdapterEvent, BoxFuture, CallLifecycle, EventContext, LinkState, SignalSink, SinkClosed,
+    Adapter, AdapterError, AdapterEvent, BoxFuture, CallLifecycle, EventContext, LinkState, NumberCache, SignalSink,
+    SinkClosed,
 };
 use outbox::{Outbox, OutboxConfig, StateChange};
 use sip_tap::SipTap;
@@ -26,7 +27,7 @@ use tracing::{error, info, warn};
 use crate::admin::{self, Check, Health};
 use crate::config::{Config, PbxSettings};
 use crate::notify::{self, Watchdog};
-use crate::pipeline::{self, ChannelSink, Cores, Inputs};
+use crate::pipeline::{self, ChannelSink, Cores, Inputs, NUMBER_CACHE};
 use crate::sinks::OutboxSink;
 
 /// Capacity of the adapters → pipeline channel: a burst this size is absorbed without slowing
@@ -120,7 +121,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     drop(legs_tx);
 
     let correlator = Correlator::new(config.correlation.clone()).context("the [correlation] settings")?;
-    let cores = Cores { numbers: config.numbers.clone(), correlator, lifecycle };
+    let cores = Cores { numbers: NumberCache::new(config.numbers.clone(), NUMBER_CACHE), correlator, lifecycle };
     let inputs = Inputs { adapters: rx, legs: legs_rx };
     let mut pipeline_task = tokio::spawn({
         let outbox = outbox.clone();

@@ -6,6 +6,7 @@
 //! Extensions and URIs are kept exactly as they are. Parsing uses `phonenumber`, a maintained
 //! port of Google's libphonenumber, with the configured default region for national numbers.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use phonenumber::country;
@@ -113,6 +114,44 @@ impl NumberPlan {
     }
 }
 
+/// A [`NumberPlan`] with a bounded memo of what it normalised. Every signal of a call carries the
+/// same numbers, and a libphonenumber parse costs microseconds: the pipeline normalises each
+/// distinct number once while it is in use.
+#[derive(Debug, Clone)]
+pub struct NumberCache {
+    plan: NumberPlan,
+    memo: HashMap<String, String>,
+    capacity: usize,
+}
+
+impl NumberCache {
+    /// A cache of at most `capacity` numbers (emptied when full: numbers of live calls come back
+    /// at once, old ones are not worth tracking).
+    pub fn new(plan: NumberPlan, capacity: usize) -> NumberCache {
+        NumberCache { plan, memo: HashMap::new(), capacity: capacity.max(1) }
+    }
+
+    /// [`NumberPlan::normalise`], memoised.
+    pub fn normalise(&mut self, raw: &str) -> String {
+        if let Some(n) = self.memo.get(raw) {
+            return n.clone();
+        }
+        let n = self.plan.normalise(raw);
+        if self.memo.len() >= self.capacity {
+            self.memo.clear();
+        }
+        self.memo.insert(raw.to_owned(), n.clone());
+        n
+    }
+
+    /// [`NumberPlan::normalise_call_info`], memoised.
+    pub fn normalise_call_info(&mut self, info: &mut CallInfo) {
+        for n in [&mut info.external_number, &mut info.dialled_number].into_iter().flatten() {
+            *n = self.normalise(n);
+        }
+    }
+}
+
 /// Parses digits that follow a `+` (no default region involved).
 fn parse_international(digits: &str) -> Option<phonenumber::PhoneNumber> {
     phonenumber::parse(None, format!("+{digits}")).ok()
@@ -190,6 +229,18 @@ mod tests {
     #[test]
     fn unknown_region_is_an_error() {
         assert_eq!(NumberPlan::new("XX", 4).unwrap_err(), NumberPlanError::UnknownRegion("XX".into()));
+    }
+
+    #[test]
+    fn the_cache_gives_the_plans_answers_and_stays_bounded() {
+        let mut cache = NumberCache::new(gb(), 2);
+        for raw in ["01707 123456", "201", "+44 1234 567890", "01707 123456", "anonymous"] {
+            assert_eq!(cache.normalise(raw), gb().normalise(raw), "{raw}");
+            assert!(cache.memo.len() <= 2);
+        }
+        let mut info = CallInfo { external_number: Some("01707 123456".into()), ..CallInfo::default() };
+        cache.normalise_call_info(&mut info);
+        assert_eq!(info.external_number.as_deref(), Some("441707123456"));
     }
 
     #[test]
