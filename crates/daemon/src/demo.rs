@@ -190,14 +190,13 @@ async fn forward(
     shutdown: &CancellationToken,
     watchdog: &mut Watchdog,
 ) -> anyhow::Result<()> {
-    let temp = match &args.data_dir {
-        Some(_) => None,
-        None => Some(tempfile::tempdir().context("creating a temporary outbox directory")?),
-    };
-    let data_dir: PathBuf = match (&args.data_dir, &temp) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(t)) => t.path().to_owned(),
-        (None, None) => unreachable!("a temporary directory exists when --data-dir is absent"),
+    // Without --data-dir the outbox lives in a temporary directory, removed when `_temp` drops.
+    let (data_dir, _temp): (PathBuf, Option<tempfile::TempDir>) = match &args.data_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let temp = tempfile::tempdir().context("creating a temporary outbox directory")?;
+            (temp.path().to_owned(), Some(temp))
+        }
     };
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let secret_file = match &args.signing_secret_file {

@@ -45,7 +45,7 @@ mod signal;
 
 pub use adapter::{Adapter, AdapterError, AdapterEvent, BoxFuture, LinkState, SignalSink, SinkClosed};
 pub use binding::{CorrelatedSignal, LegBinding, MatchMethod};
-pub use lifecycle::{CallLifecycle, EventContext, OutgoingEvent, RestoreError, StateChange};
+pub use lifecycle::{CallLifecycle, EventContext, OutgoingEvent, RestoreError, STANDARD_META_KEYS, StateChange};
 pub use number::{NumberCache, NumberPlan, NumberPlanError, WITHHELD};
 pub use signal::{
     CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal, ExtensionState, Facts,

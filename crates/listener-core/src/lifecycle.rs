@@ -30,6 +30,26 @@ use crate::signal::{
     PbxCallId, PbxId, PbxSignal, PbxType, SignalBody, UnixMillis,
 };
 
+/// The `meta` keys the lifecycle sets itself. They win over PBX facts, platform tags and
+/// configured tags, so the configuration may not use them (`docs/events.md` documents each).
+pub const STANDARD_META_KEYS: [&str; 15] = [
+    "pbx",
+    "pbxType",
+    "pbxCallId",
+    "direction",
+    "correlation",
+    "source",
+    "callerName",
+    "sipCallId",
+    "queue",
+    "reason",
+    "parkSlot",
+    "transferTarget",
+    "resumed",
+    "unparked",
+    "reconciled",
+];
+
 /// Account and tags every event carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventContext {

@@ -24,29 +24,10 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use uuid::Uuid;
 
 pub use file::{LogFormat, WhenFull};
-pub use span::{KeyPath, SpanIndex};
+pub use span::{KeyPath, SpanIndex, line_col};
 
 /// Where the daemon looks for its configuration by default.
 pub const DEFAULT_PATH: &str = "/etc/pbx-listener/pbx-listener.toml";
-
-/// `meta` keys the listener sets itself; a `[meta]` tag may not take them.
-pub const RESERVED_META_KEYS: [&str; 15] = [
-    "pbx",
-    "pbxType",
-    "pbxCallId",
-    "direction",
-    "reason",
-    "queue",
-    "parkSlot",
-    "transferTarget",
-    "correlation",
-    "source",
-    "reconciled",
-    "callerName",
-    "sipCallId",
-    "resumed",
-    "unparked",
-];
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,7 +256,7 @@ fn validate(
         check.at(&KeyPath::keys(&["account", "name"]), "must not be empty");
     }
     for key in raw.meta.keys() {
-        if RESERVED_META_KEYS.contains(&key.as_str()) {
+        if listener_core::STANDARD_META_KEYS.contains(&key.as_str()) {
             check.at(
                 &KeyPath::keys(&["meta", key]),
                 format!("`{key}` is set by the listener itself; choose another tag name"),
@@ -497,11 +478,6 @@ pub fn outbox_dir(path: &Path) -> anyhow::Result<PathBuf> {
 /// A path from the file, relative to the file's directory unless absolute.
 pub fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() { p.to_owned() } else { base.join(p) }
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    (before.matches('\n').count() + 1, before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1)
 }
 
 impl Config {

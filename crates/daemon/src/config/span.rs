@@ -99,16 +99,21 @@ impl<'a> SpanIndex<'a> {
 
     /// 1-based line and column of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        (line, col)
+        line_col(self.text, offset)
     }
 
     /// Line and column of a key path, if the key (or an ancestor) is in the file.
     pub fn locate(&self, path: &KeyPath) -> Option<(usize, usize)> {
         self.span_of(path).map(|s| self.line_col(s.start))
     }
+}
+
+/// 1-based line and column of a byte offset of `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 #[cfg(test)]

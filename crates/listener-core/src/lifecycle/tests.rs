@@ -379,3 +379,36 @@ fn an_ambiguous_call_is_unbound_and_says_so() {
     assert_eq!(e.meta["correlation"], "ambiguous");
     assert_eq!((e.from.as_str(), e.to.as_str()), ("441707123456", "441234567890"), "the PBX's numbers");
 }
+
+/// Every `meta` key the lifecycle writes itself is in [`STANDARD_META_KEYS`] (which the
+/// configuration refuses as tag names), and every listed key is written somewhere.
+#[test]
+fn standard_meta_keys_are_exactly_those_written() {
+    let mut lc = CallLifecycle::new(ctx());
+    let script = [
+        "7 - queued:Sales",
+        "7 201 ringing",
+        "7 201 connected",
+        "7 201 held",
+        "7 201 resumed",
+        "7 201 parked:1",
+        "7 202 unparked:1",
+        "7 202 transferred:203",
+        "ext 201 busy",
+    ];
+    for (i, s) in script.iter().enumerate() {
+        let mut sig = sig(1_000 + i as u64, s);
+        if let SignalBody::Call(c) = &mut sig.signal.body {
+            c.info.sip_call_id = Some("abc@host".into());
+        }
+        lc.handle_signal(sig);
+    }
+    lc.handle_signal(sig(2_000, "8 204 connected"));
+    lc.handle_resync(&pbx(), &[], UnixMillis(3_000));
+    let mut written = BTreeSet::new();
+    while let Some(e) = lc.poll_event() {
+        written.extend(e.event.meta.into_keys().filter(|k| k != "site"));
+    }
+    let standard: BTreeSet<String> = STANDARD_META_KEYS.iter().map(|k| (*k).to_owned()).collect();
+    assert_eq!(written, standard);
+}
