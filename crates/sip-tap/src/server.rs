@@ -56,26 +56,25 @@ pub struct SipTap {
     core: Arc<Mutex<TapCore>>,
 }
 
+impl SipTapConfig {
+    /// Reads `hep_auth_key_file` (surrounding whitespace ignored; an empty key is an error):
+    /// what `check-config` runs, and what [`SipTap::bind`] starts with.
+    pub fn load_auth_key(&self) -> Result<Option<Vec<u8>>, SipTapError> {
+        let Some(path) = &self.hep_auth_key_file else { return Ok(None) };
+        let bad = |reason: String| SipTapError::AuthKeyFile { path: path.display().to_string(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let key = text.trim().as_bytes().to_vec();
+        if key.is_empty() {
+            return Err(bad("the file is empty".into()));
+        }
+        Ok(Some(key))
+    }
+}
+
 impl SipTap {
     /// Binds every configured listener and reads the auth key file.
     pub async fn bind(config: SipTapConfig) -> Result<SipTap, SipTapError> {
-        let hep_auth_key = match &config.hep_auth_key_file {
-            Some(path) => {
-                let text = tokio::fs::read_to_string(path).await.map_err(|e| SipTapError::AuthKeyFile {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                let key = text.trim().as_bytes().to_vec();
-                if key.is_empty() {
-                    return Err(SipTapError::AuthKeyFile {
-                        path: path.display().to_string(),
-                        reason: "the file is empty".into(),
-                    });
-                }
-                Some(key)
-            }
-            None => None,
-        };
+        let hep_auth_key = config.load_auth_key()?;
         let hep_udp = bind_udp("hep_udp_listen", config.hep_udp_listen).await?;
         let sip_udp = bind_udp("sip_udp_listen", config.sip_udp_listen).await?;
         let hep_tcp = match config.hep_tcp_listen {

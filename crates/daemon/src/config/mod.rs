@@ -282,10 +282,9 @@ fn validate(
     let sip_tap = raw.sip_tap.map(|mut tap| {
         if let Some(p) = &mut tap.hep_auth_key_file {
             *p = resolve(base, p);
-            if let Err(e) = std::fs::read_to_string(&*p) {
-                check
-                    .at(&KeyPath::keys(&["sip_tap", "hep_auth_key_file"]), format!("cannot read {}: {e}", p.display()));
-            }
+        }
+        if let Err(e) = tap.load_auth_key() {
+            check.keyed("sip_tap", Some("hep_auth_key_file"), &e);
         }
         tap
     });

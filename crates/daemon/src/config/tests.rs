@@ -201,3 +201,14 @@ fn legs_errors_come_from_the_endpoints_own_checks() {
     let errs = errors(&half);
     assert!(errs[0].contains(" legs ") && errs[0].contains("set both or neither"), "{errs:?}");
 }
+
+#[test]
+fn an_empty_hep_key_file_is_caught_by_check_config() {
+    let text =
+        format!("{EXAMPLE}\n[sip_tap]\nhep_udp_listen = \"127.0.0.1:9060\"\nhep_auth_key_file = \"/dev/null\"\n");
+    let line = text.lines().position(|l| l.starts_with("hep_auth_key_file")).unwrap() + 1;
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with(&format!("{line}:1 sip_tap.hep_auth_key_file ")), "{errs:?}");
+    assert!(errs[0].contains("the file is empty"), "{errs:?}");
+}
