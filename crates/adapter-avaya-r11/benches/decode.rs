@@ -72,7 +72,7 @@ fn stream(records: &[EventTuple]) -> BytesMut {
 fn run(bytes: &[u8], track: bool) -> (u64, u64) {
     let mut codec = PacketCodec::new(262_144);
     let mut buf = BytesMut::from(bytes);
-    let mut tracker = Tracker::new(PbxId::new("bench", PbxType::AvayaR11), TrackerSettings::default());
+    let mut tracker = Tracker::new(PbxId::new("bench", PbxType::new("avaya-r11")), TrackerSettings::default());
     let (mut records, mut signals) = (0u64, 0u64);
     let now = UnixMillis(1_700_000_000_000);
     while let Some(item) = codec.decode(&mut buf).unwrap() {

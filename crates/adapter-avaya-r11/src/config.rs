@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use listener_core::{LoadContext, Secret, SettingError, SettingErrors};
+use listener_kit::read_secret_file;
 use serde::Deserialize;
 
 /// The `[[pbx]]` keys of an `avaya-r11` PBX, as written.
@@ -80,7 +82,7 @@ pub struct Config {
     #[serde(default = "default_reconnect_max_secs")]
     pub reconnect_max_secs: u64,
     /// Seconds to wait after the PBX rejected the credentials or the licence, before trying
-    /// again (the IP Office locks accounts after repeated failures). Default: 300.
+    /// again (the IP Office locks accounts after repeated failures). 60 to 86400; default 300.
     #[serde(default = "default_auth_failure_backoff_secs")]
     pub auth_failure_backoff_secs: u64,
 }
@@ -123,28 +125,6 @@ fn default_auth_failure_backoff_secs() -> u64 {
 pub const DEFAULT_TCP_PORT: u16 = 50797;
 /// Default port with TLS.
 pub const DEFAULT_TLS_PORT: u16 = 50796;
-
-/// A secret read from a file. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    /// A secret.
-    pub fn new(s: impl Into<Arc<str>>) -> Secret {
-        Secret(s.into())
-    }
-
-    /// The secret itself (to send it, never to log it).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
 
 /// TLS settings after loading.
 #[derive(Clone)]
@@ -198,37 +178,31 @@ pub struct LoadedConfig {
     pub auth_failure_backoff: Duration,
 }
 
-/// A configuration that cannot be used. Each variant names the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A file named by a key cannot be read.
-    #[error("{key}: cannot read {path}: {source}")]
-    ReadFile {
-        /// The key.
-        key: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A key's value is not acceptable.
-    #[error("{key}: {reason}")]
-    Invalid {
-        /// The key.
-        key: &'static str,
-        /// Why.
-        reason: String,
-    },
-}
+/// Bounds of the numeric keys: `(key, min, max, unit, why the bound)`. One table, so that
+/// `check-config`, the docs and the tests agree.
+pub const RANGES: [(&str, u64, u64, &str, Option<&str>); 9] = [
+    ("keepalive_secs", 1, 600, "seconds", None),
+    ("dead_link_secs", 2, 3_600, "seconds", Some("and more than keepalive_secs")),
+    ("resync_settle_ms", 0, 60_000, "ms", None),
+    ("vanish_grace_ms", 0, 60_000, "ms", None),
+    ("max_frame_bytes", 1_024, crate::codec::MAX_LONG_FRAME as u64, "bytes", None),
+    ("connect_timeout_secs", 1, 300, "seconds", None),
+    ("reconnect_min_ms", 100, 60_000, "ms", Some("and at most reconnect_max_secs; less hammers a PBX that is down")),
+    ("reconnect_max_secs", 1, 3_600, "seconds", None),
+    (
+        "auth_failure_backoff_secs",
+        MIN_AUTH_FAILURE_BACKOFF_SECS,
+        86_400,
+        "seconds",
+        Some(
+            "the IP Office counts failed logins across reconnections and disables the service user after its \
+             Password Reject Limit (default 5); one attempt a minute or less stays clear of that",
+        ),
+    ),
+];
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, reason: reason.into() }
-}
-
-fn read(key: &'static str, path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { key, path: path.to_owned(), source })
-}
+/// The shortest wait after the PBX refused our credentials that `check-config` accepts.
+pub const MIN_AUTH_FAILURE_BACKOFF_SECS: u64 = 60;
 
 impl Config {
     /// A configuration with every default, for tests and the demo.
@@ -255,65 +229,88 @@ impl Config {
         }
     }
 
-    /// Validates the configuration and reads the password and CA files.
-    pub fn load(&self) -> Result<LoadedConfig, ConfigError> {
+    /// Validates the configuration and reads the password and CA files. Every problem is
+    /// reported, each naming its key (relative to the `[[pbx]]` block).
+    pub fn load(&self) -> Result<LoadedConfig, SettingErrors> {
+        let mut errors = SettingErrors::new();
         if self.host.trim().is_empty() {
-            return Err(invalid("host", "must not be empty"));
+            errors.push(SettingError::new("host", "must not be empty"));
+        }
+        if self.port == Some(0) {
+            errors.push(SettingError::out_of_range("port", 1, 65_535, "", None));
         }
         if self.username.is_empty() {
-            return Err(invalid("username", "must not be empty"));
+            errors.push(SettingError::new("username", "must not be empty"));
         }
-        let password = read("password_file", &self.password_file)?;
-        let password = password.lines().next().unwrap_or("").trim();
-        if password.is_empty() {
-            return Err(invalid("password_file", format!("{} is empty", self.password_file.display())));
-        }
+        let password = match read_secret_file(&self.password_file) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.push(SettingError::new("password_file", e.to_string()));
+                None
+            }
+        };
         for flag in &self.flags {
             if !flag.starts_with('-') || flag.contains(char::is_whitespace) || flag.len() < 2 {
-                return Err(invalid("flags", format!("{flag:?} is not a DevLink3 flag (e.g. \"-SIPTrack\")")));
-            }
-            if flag.eq_ignore_ascii_case("-CD2") {
-                return Err(invalid("flags", "-CD2 switches the stream to Delta2, which this adapter does not read"));
+                errors
+                    .push(SettingError::new("flags", format!("{flag:?} is not a DevLink3 flag (e.g. \"-SIPTrack\")")));
+            } else if flag.eq_ignore_ascii_case("-CD2") {
+                errors.push(SettingError::new(
+                    "flags",
+                    "-CD2 switches the stream to Delta2, which this adapter does not read",
+                ));
             }
         }
-        if self.keepalive_secs == 0 {
-            return Err(invalid("keepalive_secs", "must be at least 1"));
+        for (key, min, max, unit, why) in RANGES {
+            errors.check_range(key, self.numeric(key), min, max, unit, why);
         }
         if self.dead_link_secs <= self.keepalive_secs {
-            return Err(invalid("dead_link_secs", "must be greater than keepalive_secs"));
+            errors.push(SettingError::new(
+                "dead_link_secs",
+                format!("must be more than keepalive_secs ({} seconds)", self.keepalive_secs),
+            ));
         }
-        if !(1024..=crate::codec::MAX_LONG_FRAME).contains(&self.max_frame_bytes) {
-            return Err(invalid(
-                "max_frame_bytes",
-                format!("must be between 1024 and {}", crate::codec::MAX_LONG_FRAME),
+        if self.reconnect_min_ms > self.reconnect_max_secs.saturating_mul(1000) {
+            errors.push(SettingError::new(
+                "reconnect_min_ms",
+                format!("must be at most reconnect_max_secs ({} seconds)", self.reconnect_max_secs),
             ));
         }
         if self.application_name.len() > 200 {
-            return Err(invalid("application_name", "must be at most 200 bytes"));
-        }
-        if self.connect_timeout_secs == 0 {
-            return Err(invalid("connect_timeout_secs", "must be at least 1"));
-        }
-        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_secs.saturating_mul(1000) {
-            return Err(invalid("reconnect_min_ms", "must be at least 1 and at most reconnect_max_secs"));
+            errors.push(SettingError::new("application_name", "must be at most 200 bytes"));
         }
         let tls = if self.tls {
-            let Some(ca_file) = &self.ca_file else {
-                return Err(invalid("ca_file", "is required when tls = true (the PBX's certificate is self-signed)"));
-            };
-            Some(tls_settings(ca_file, self.tls_server_name.as_deref().unwrap_or(&self.host))?)
+            match &self.ca_file {
+                None => {
+                    errors.push(SettingError::new(
+                        "ca_file",
+                        "is required when tls = true (the PBX's certificate is self-signed)",
+                    ));
+                    None
+                }
+                Some(ca_file) => match tls_settings(ca_file, self.tls_server_name.as_deref().unwrap_or(&self.host)) {
+                    Ok(tls) => Some(tls),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                },
+            }
         } else {
             if self.ca_file.is_some() {
-                return Err(invalid("ca_file", "is only used with tls = true"));
+                errors.push(SettingError::new("ca_file", "is only used with tls = true"));
+            }
+            if self.tls_server_name.is_some() {
+                errors.push(SettingError::new("tls_server_name", "is only used with tls = true"));
             }
             None
         };
+        let (Some(password), true) = (password, errors.is_empty()) else { return Err(errors) };
         Ok(LoadedConfig {
             host: self.host.trim().to_owned(),
             port: self.port.unwrap_or(if self.tls { DEFAULT_TLS_PORT } else { DEFAULT_TCP_PORT }),
             tls,
             username: self.username.clone(),
-            password: Secret::new(password),
+            password,
             flags: self.flags.join(" "),
             keepalive: Duration::from_secs(self.keepalive_secs),
             dead_link: Duration::from_secs(self.dead_link_secs),
@@ -327,30 +324,55 @@ impl Config {
             auth_failure_backoff: Duration::from_secs(self.auth_failure_backoff_secs),
         })
     }
+
+    /// The value of a numeric key of [`RANGES`].
+    fn numeric(&self, key: &str) -> u64 {
+        match key {
+            "keepalive_secs" => self.keepalive_secs,
+            "dead_link_secs" => self.dead_link_secs,
+            "resync_settle_ms" => self.resync_settle_ms,
+            "vanish_grace_ms" => self.vanish_grace_ms,
+            "max_frame_bytes" => self.max_frame_bytes as u64,
+            "connect_timeout_secs" => self.connect_timeout_secs,
+            "reconnect_min_ms" => self.reconnect_min_ms,
+            "reconnect_max_secs" => self.reconnect_max_secs,
+            "auth_failure_backoff_secs" => self.auth_failure_backoff_secs,
+            _ => 0,
+        }
+    }
+
+    /// Paths made absolute against the configuration file's directory.
+    pub fn resolve_paths(&mut self, ctx: &LoadContext<'_>) {
+        self.password_file = ctx.resolve(&self.password_file);
+        if let Some(ca) = &mut self.ca_file {
+            *ca = ctx.resolve(ca);
+        }
+    }
 }
 
 /// Builds the rustls client configuration (ring provider) trusting the certificates in `ca_file`.
-fn tls_settings(ca_file: &Path, server_name: &str) -> Result<TlsSettings, ConfigError> {
+fn tls_settings(ca_file: &Path, server_name: &str) -> Result<TlsSettings, SettingError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, ServerName};
 
-    let pem = read("ca_file", ca_file)?;
+    let pem = std::fs::read_to_string(ca_file)
+        .map_err(|e| SettingError::new("ca_file", format!("cannot read {}: {e}", ca_file.display())))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let cert = cert.map_err(|e| invalid("ca_file", format!("{}: {e}", ca_file.display())))?;
-        roots.add(cert).map_err(|e| invalid("ca_file", format!("{}: {e}", ca_file.display())))?;
+        let cert = cert.map_err(|e| SettingError::new("ca_file", format!("{}: {e}", ca_file.display())))?;
+        roots.add(cert).map_err(|e| SettingError::new("ca_file", format!("{}: {e}", ca_file.display())))?;
     }
     if roots.is_empty() {
-        return Err(invalid("ca_file", format!("{} holds no PEM certificate", ca_file.display())));
+        return Err(SettingError::new("ca_file", format!("{} holds no PEM certificate", ca_file.display())));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| invalid("tls", e.to_string()))?
+        .map_err(|e| SettingError::new("tls", e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let server_name = ServerName::try_from(server_name.to_owned())
-        .map_err(|e| invalid("tls_server_name", format!("{server_name:?}: {e}")))?;
+        .map_err(|e| SettingError::new("tls_server_name", format!("{server_name:?}: {e}")))?;
     Ok(TlsSettings { client_config: Arc::new(config), server_name })
 }
 

@@ -18,7 +18,7 @@
 //!
 //! ```no_run
 //! use adapter_avaya_r11::{Config, DevLink3Adapter};
-//! use listener_core::{PbxId, PbxType};
+//! use listener_core::PbxId;
 //!
 //! let config: Config = toml::from_str(r#"
 //!     host = "192.0.2.10"
@@ -26,7 +26,7 @@
 //!     password_file = "/etc/pbx-listener/avaya.password"
 //! "#).unwrap();
 //! let loaded = config.load().unwrap();
-//! let adapter = DevLink3Adapter::new(PbxId::new("london", PbxType::AvayaR11), loaded);
+//! let adapter = DevLink3Adapter::new(PbxId::new("london", adapter_avaya_r11::PBX_TYPE), loaded);
 //! // The daemon runs it: `Box::new(adapter).run(&sink, shutdown).await`.
 //! ```
 //!
@@ -40,10 +40,12 @@ pub mod codec;
 pub mod config;
 pub mod delta3;
 pub mod events;
+mod kind;
 pub mod packet;
 #[doc(hidden)]
 pub mod testdata;
 pub mod tracker;
 
 pub use client::{Connection, DevLink3Adapter};
-pub use config::{Config, ConfigError, LoadedConfig};
+pub use config::{Config, LoadedConfig};
+pub use kind::{AvayaR11, PBX_TYPE};

@@ -9,7 +9,7 @@
 //! use adapter_avaya_r11::delta3;
 //! use listener_core::{PbxId, PbxType, UnixMillis};
 //!
-//! let mut tracker = Tracker::new(PbxId::new("site-1", PbxType::AvayaR11), TrackerSettings::default());
+//! let mut tracker = Tracker::new(PbxId::new("site-1", PbxType::new("avaya-r11")), TrackerSettings::default());
 //! let rec = delta3::parse("<Detail><Call>c0a82a03,3,,,,0,,200,,200,</Call>\
 //!     <PartyA>c0a82a0300002329,1,19,1,2,0,1,0,0,2,2,5.23,,0,0,5678,,,,,,01707123456,100</PartyA>\
 //!     <Target_list><Target>c0a82a03000003fe,0,0,8,106,,4002,0,4,,,200,901707123456,100</Target></Target_list>\

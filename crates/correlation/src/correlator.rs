@@ -188,6 +188,16 @@ impl Correlator {
         })
     }
 
+    /// Whether signals of `pbx` are held, waiting for their leg. What an adapter checkpoints
+    /// after sending them must wait until they are released (`AdapterEvent::Checkpoint`).
+    pub fn holds_signals_of(&self, pbx: &PbxId) -> bool {
+        self.pending > 0
+            && self
+                .calls
+                .iter()
+                .any(|(key, entry)| *key.pbx == *pbx.name && matches!(entry.state, CallState::Waiting(_)))
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &CorrelationConfig {
         &self.settings.config

@@ -25,7 +25,7 @@
 //!
 //! let info = CallInfo { sip_call_id: Some("b1e9c2d4-5f60-4a7b-8c9d-0e1f2a3b4c5d".into()), ..CallInfo::default() };
 //! c.handle_signal(UnixMillis(1_100), PbxSignal {
-//!     pbx: PbxId::new("site-1", PbxType::AvayaR11),
+//!     pbx: PbxId::new("site-1", PbxType::new("avaya-r11")),
 //!     at: UnixMillis(1_100),
 //!     source: "devlink3",
 //!     facts: Facts::new(),

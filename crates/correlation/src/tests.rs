@@ -107,7 +107,7 @@ impl S {
     }
     fn change(self, change: CallChange, started: u64, at: u64) -> Input {
         Input::Sig(PbxSignal {
-            pbx: PbxId::new("site-1", PbxType::ThreeCx),
+            pbx: PbxId::new("site-1", PbxType::new("3cx")),
             at: UnixMillis(at),
             source: "test",
             facts: Facts::new(),
@@ -186,7 +186,7 @@ fn run(config: CorrelationConfig, steps: Vec<(u64, Input)>) -> (String, Correlat
             Input::Sig(s) => c.handle_signal(UnixMillis(t), s),
             Input::Resync(live) => {
                 let live: Vec<PbxCallId> = live.into_iter().map(|c| PbxCallId(c.to_owned())).collect();
-                c.release_gone(UnixMillis(t), &PbxId::new("site-1", PbxType::ThreeCx), &live);
+                c.release_gone(UnixMillis(t), &PbxId::new("site-1", PbxType::new("3cx")), &live);
             }
         }
         drain(&mut c, t, &mut out);
@@ -571,7 +571,7 @@ fn inbound_calls_do_not_take_a_legs_by_number() {
 #[test]
 fn internal_calls_and_extension_signals() {
     let ext = Input::Sig(PbxSignal {
-        pbx: PbxId::new("site-1", PbxType::AvayaR11),
+        pbx: PbxId::new("site-1", PbxType::new("avaya-r11")),
         at: UnixMillis(3),
         source: "test",
         facts: Facts::new(),

@@ -61,7 +61,7 @@ const DEMO_SCENARIOS: [&str; 6] = ["hunt-group", "hold", "park", "blind-transfer
 /// until `shutdown`.
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     if let Some(t) = args.pbx.as_deref()
-        && t != PbxType::AvayaR11.as_str()
+        && t != PbxType::new("avaya-r11").as_str()
     {
         bail!("--pbx {t:?}: the demo simulates \"avaya-r11\" (the other PBX types are not supported yet)");
     }
@@ -76,7 +76,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     let password_file = write_file(scratch.path(), "avaya-password", DEMO_PASSWORD)?;
     let mut pbx_config = adapter_avaya_r11::Config::new("127.0.0.1", DEMO_USER, password_file);
     pbx_config.port = Some(sim.addr().port());
-    let pbx = PbxId::new("demo-ipoffice", PbxType::AvayaR11);
+    let pbx = PbxId::new("demo-ipoffice", PbxType::new("avaya-r11"));
     let adapter = DevLink3Adapter::new(pbx.clone(), pbx_config.load().context("the demo's DevLink3 settings")?);
 
     // The real leg endpoint; the simulated platform announces each call's B leg to it.
@@ -96,11 +96,11 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         account_name: "Demo Account".into(),
         static_meta: BTreeMap::from([("demo".to_owned(), "true".to_owned())]),
     };
-    let cores = Cores {
-        numbers: NumberCache::new(NumberPlan::new("GB", 6).context("the demo's number plan")?, NUMBER_CACHE),
-        correlator: Correlator::new(CorrelationConfig::default()).context("the demo's correlation settings")?,
-        lifecycle: CallLifecycle::new(ctx),
-    };
+    let cores = Cores::new(
+        NumberCache::new(NumberPlan::new("GB", 6).context("the demo's number plan")?, NUMBER_CACHE),
+        Correlator::new(CorrelationConfig::default()).context("the demo's correlation settings")?,
+        CallLifecycle::new(ctx),
+    );
 
     // Everything stops on Ctrl-C, or once `--count` events were printed.
     let stop = shutdown.child_token();

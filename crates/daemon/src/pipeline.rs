@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use correlation::{CorrelationStats, Correlator, CorrelatorOutput, LegUpdate};
 use listener_core::{
-    AdapterEvent, BoxFuture, CallLifecycle, NumberCache, OutgoingEvent, SignalBody, SignalSink, SinkClosed,
+    AdapterEvent, BoxFuture, CallLifecycle, NumberCache, OutgoingEvent, PbxId, SignalBody, SignalSink, SinkClosed,
     StateChange, UnixMillis,
 };
 use tokio::sync::mpsc;
@@ -63,7 +63,25 @@ pub struct Cores {
     pub correlator: Correlator,
     /// Keeps the contract and builds events.
     pub lifecycle: CallLifecycle,
+    /// Adapter checkpoints not yet committed: each waits until correlation holds no signal of
+    /// its PBX, so it is never on disk before the events of the signals sent ahead of it.
+    pub checkpoints: Vec<(PbxId, StateChange)>,
 }
+
+impl Cores {
+    /// The pipeline's cores, with no checkpoint pending.
+    pub fn new(numbers: NumberCache, correlator: Correlator, lifecycle: CallLifecycle) -> Cores {
+        Cores { numbers, correlator, lifecycle, checkpoints: Vec::new() }
+    }
+}
+
+/// The outbox state key of an adapter's checkpoint key.
+pub fn checkpoint_key(pbx: &str, key: &str) -> String {
+    format!("{CHECKPOINT_PREFIX}{pbx}/{key}")
+}
+
+/// The prefix of adapters' checkpoints among the outbox's state records.
+pub const CHECKPOINT_PREFIX: &str = "adapter/";
 
 /// The pipeline's inputs.
 pub struct Inputs {
@@ -130,7 +148,8 @@ pub async fn run(
             correlation_log.observe(&c);
         }
         let events: Vec<OutgoingEvent> = std::iter::from_fn(|| cores.lifecycle.poll_event()).collect();
-        let state = cores.lifecycle.drain_state_changes();
+        let mut state = cores.lifecycle.drain_state_changes();
+        cores.release_checkpoints(&mut state);
         if !events.is_empty() || !state.is_empty() {
             stats.events += events.len() as u64;
             debug!(events = events.len(), state_changes = state.len(), inputs = n, "Committing a batch.");
@@ -167,7 +186,29 @@ impl Cores {
             AdapterEvent::Link { pbx, state } => {
                 debug!(pbx = %pbx, state = ?state, "PBX link state.");
             }
+            AdapterEvent::Checkpoint { pbx, key, value } => {
+                let key = checkpoint_key(&pbx.name, &key);
+                self.checkpoints.push((pbx, StateChange { key, value }));
+            }
         }
+    }
+
+    /// Moves the checkpoints whose PBX has no signal held by correlation into `state`, in the
+    /// order they came; the others wait.
+    fn release_checkpoints(&mut self, state: &mut Vec<StateChange>) {
+        if self.checkpoints.is_empty() {
+            return;
+        }
+        let mut held: Vec<PbxId> = Vec::new();
+        let correlator = &self.correlator;
+        self.checkpoints.retain(|(pbx, change)| {
+            if held.contains(pbx) || correlator.holds_signals_of(pbx) {
+                held.push(pbx.clone());
+                return true;
+            }
+            state.push(change.clone());
+            false
+        });
     }
 
     /// Moves everything correlation has decided into the lifecycle.
@@ -281,11 +322,11 @@ mod tests {
     fn cores() -> Cores {
         let ctx =
             EventContext { account_id: uuid::Uuid::nil(), account_name: "T".into(), static_meta: BTreeMap::new() };
-        Cores {
-            numbers: NumberCache::new(listener_core::NumberPlan::new("GB", 6).unwrap(), 16),
-            correlator: Correlator::new(CorrelationConfig::default()).unwrap(),
-            lifecycle: CallLifecycle::new(ctx),
-        }
+        Cores::new(
+            NumberCache::new(listener_core::NumberPlan::new("GB", 6).unwrap(), 16),
+            Correlator::new(CorrelationConfig::default()).unwrap(),
+            CallLifecycle::new(ctx),
+        )
     }
 
     /// A call rings while its leg is awaited, the link drops, the call ends meanwhile: the
@@ -293,7 +334,7 @@ mod tests {
     #[test]
     fn a_resync_closes_a_call_that_was_still_waiting_for_its_leg() {
         let mut cores = cores();
-        let pbx = PbxId::new("site-1", PbxType::AvayaR11);
+        let pbx = PbxId::new("site-1", PbxType::new("avaya-r11"));
         cores.handle(AdapterEvent::Signal(PbxSignal {
             pbx: pbx.clone(),
             at: now(),

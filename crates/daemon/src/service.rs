@@ -121,7 +121,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     drop(legs_tx);
 
     let correlator = Correlator::new(config.correlation.clone()).context("the [correlation] settings")?;
-    let cores = Cores { numbers: NumberCache::new(config.numbers.clone(), NUMBER_CACHE), correlator, lifecycle };
+    let cores = Cores::new(NumberCache::new(config.numbers.clone(), NUMBER_CACHE), correlator, lifecycle);
     let inputs = Inputs { adapters: rx, legs: legs_rx };
     let mut pipeline_task = tokio::spawn({
         let outbox = outbox.clone();

@@ -39,6 +39,21 @@ pub enum AdapterEvent {
         /// When the snapshot completed (the timestamp of synthesized events).
         at: UnixMillis,
     },
+    /// Remember `value` under `key` for this PBX across restarts (`None` forgets the key).
+    ///
+    /// The daemon commits it in the same transaction as the events of the signals this adapter
+    /// sent before it, never earlier, and hands every remembered key back to
+    /// [`crate::PbxKind::build`] at the next start. Adapters whose PBX may send a fact twice
+    /// (SMDR replays its buffer after an outage) use it to emit each fact once. Keep the keys
+    /// bounded: forget what can no longer come back.
+    Checkpoint {
+        /// The PBX.
+        pbx: PbxId,
+        /// The adapter's own key (any string; the daemon prefixes it with the PBX's name).
+        key: String,
+        /// The value, or `None` to forget the key.
+        value: Option<Vec<u8>>,
+    },
 }
 
 /// The state of the link to a PBX.

@@ -1,4 +1,5 @@
-//! The core every adapter and the daemon share: [`PbxSignal`], the [`Adapter`] trait, number
+//! The core every adapter and the daemon share: [`PbxSignal`], the [`Adapter`] trait and the
+//! [`PbxKind`] a PBX type implements for the daemon's table, number
 //! normalisation ([`NumberPlan`]), correlation's output ([`LegBinding`]) and the
 //! [`CallLifecycle`] that turns correlated signals into Level 3 events that keep the contract.
 //!
@@ -12,7 +13,7 @@
 //!
 //! let ctx = EventContext { account_id: Uuid::nil(), account_name: "Test".into(), static_meta: Default::default() };
 //! let mut lifecycle = CallLifecycle::new(ctx);
-//! let pbx = PbxId::new("site-1", PbxType::AvayaR11);
+//! let pbx = PbxId::new("site-1", PbxType::new("avaya-r11"));
 //! let ring = PbxSignal {
 //!     pbx: pbx.clone(),
 //!     at: UnixMillis(1_000),
@@ -39,14 +40,18 @@
 
 mod adapter;
 mod binding;
+mod kind;
 mod lifecycle;
 mod number;
+mod secret;
 mod signal;
 
 pub use adapter::{Adapter, AdapterError, AdapterEvent, BoxFuture, LinkState, SignalSink, SinkClosed};
 pub use binding::{CorrelatedSignal, LegBinding, MatchMethod};
+pub use kind::{AdapterState, LoadContext, PbxKind, SettingError, SettingErrors, serde_fields};
 pub use lifecycle::{CallLifecycle, EventContext, OutgoingEvent, RestoreError, STANDARD_META_KEYS, StateChange};
 pub use number::{NumberCache, NumberPlan, NumberPlanError, WITHHELD};
+pub use secret::Secret;
 pub use signal::{
     CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal, ExtensionState, Facts,
     PbxCallId, PbxId, PbxSignal, PbxType, SignalBody, UnixMillis,

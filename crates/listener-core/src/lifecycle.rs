@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::binding::{CorrelatedSignal, LegBinding};
 use crate::signal::{
     CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal, ExtensionState, Facts,
-    PbxCallId, PbxId, PbxSignal, PbxType, SignalBody, UnixMillis,
+    PbxCallId, PbxId, PbxSignal, SignalBody, UnixMillis,
 };
 
 /// The `meta` keys the lifecycle sets itself. They win over PBX facts, platform tags and
@@ -110,7 +110,8 @@ const STATE_PREFIX: &str = "call/";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct CallState {
     pbx: String,
-    pbx_type: PbxType,
+    /// The PBX's type as spelt in `meta.pbxType` (a string: the set of types is open).
+    pbx_type: String,
     call: PbxCallId,
     started: UnixMillis,
     child_sid: Uuid,
@@ -249,7 +250,7 @@ impl CallLifecycle {
             }
             let state = CallState {
                 pbx: pbx.name.to_string(),
-                pbx_type: pbx.pbx_type,
+                pbx_type: pbx.pbx_type.as_str().to_owned(),
                 call: call.clone(),
                 started: call_started,
                 child_sid: child_sid(&pbx.name, &call.0, call_started.0),
@@ -450,7 +451,7 @@ impl CallLifecycle {
             meta.insert(k.to_owned(), v.to_owned());
         };
         put("pbx", &key.0);
-        put("pbxType", state.pbx_type.as_str());
+        put("pbxType", &state.pbx_type);
         put("pbxCallId", &state.call.0);
         put("direction", state.info.direction.as_str());
         put("correlation", state.binding.method.as_str());

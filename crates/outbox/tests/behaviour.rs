@@ -296,7 +296,7 @@ fn from_outgoing_serialises_the_lifecycle_event() {
     use listener_core::*;
     let ctx = EventContext { account_id: uuid::Uuid::nil(), account_name: "T".into(), static_meta: Default::default() };
     let mut lc = CallLifecycle::new(ctx);
-    let pbx = PbxId::new("site-1", PbxType::AvayaR11);
+    let pbx = PbxId::new("site-1", PbxType::new("avaya-r11"));
     lc.handle_signal(CorrelatedSignal {
         signal: PbxSignal {
             pbx,

@@ -73,7 +73,7 @@ async fn rig(sim_config: SimConfig, client_password: &str, tweak: impl FnOnce(&m
     config.reconnect_max_secs = 1;
     config.connect_timeout_secs = 5;
     tweak(&mut config);
-    let adapter = DevLink3Adapter::new(PbxId::new("e2e", PbxType::AvayaR11), config.load().unwrap());
+    let adapter = DevLink3Adapter::new(PbxId::new("e2e", PbxType::new("avaya-r11")), config.load().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let adapter = tokio::spawn(async move {
@@ -194,7 +194,7 @@ impl Rig {
                     lc.handle_signal(CorrelatedSignal { signal: s.clone(), binding: LegBinding::unmatched() })
                 }
                 AdapterEvent::Resync { pbx, live_calls, at } => lc.handle_resync(pbx, live_calls, *at),
-                AdapterEvent::Link { .. } => {}
+                AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => {}
             }
         }
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -483,7 +483,7 @@ async fn every_scenario_in_one_session_closes_every_device() {
                 lc.handle_signal(CorrelatedSignal { signal: s.clone(), binding: LegBinding::unmatched() })
             }
             AdapterEvent::Resync { pbx, live_calls, at } => lc.handle_resync(pbx, live_calls, *at),
-            AdapterEvent::Link { .. } => {}
+            AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => {}
         }
     }
     assert_eq!(lc.open_calls(), 0);

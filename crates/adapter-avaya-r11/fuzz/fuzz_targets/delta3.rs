@@ -16,7 +16,7 @@ use listener_core::{AdapterEvent, CallChange, PbxId, PbxType, SignalBody, UnixMi
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let mut tracker = Tracker::new(PbxId::new("fuzz", PbxType::AvayaR11), TrackerSettings::default());
+    let mut tracker = Tracker::new(PbxId::new("fuzz", PbxType::new("avaya-r11")), TrackerSettings::default());
     let mut announced: BTreeSet<String> = BTreeSet::new();
     let mut now = UnixMillis(1_000);
     for (i, piece) in text.split('|').enumerate() {

@@ -93,15 +93,15 @@ fn errors_name_the_key_and_the_path() {
 
     let empty = TempFile::new("empty", "\n");
     let err = Config::new("h", "u", &empty.0).load().unwrap_err().to_string();
-    assert!(err.starts_with("password_file: ") && err.ends_with("is empty"), "{err}");
+    assert!(err.starts_with("password_file: ") && err.contains("is empty"), "{err}");
 
     let pw = TempFile::new("errors", "x");
     let not_pem = TempFile::new("notpem", "hello");
     let cases: Vec<(String, &str)> = vec![
         ("flags = [\"-CD2\"]".into(), "flags: -CD2 switches the stream to Delta2, which this adapter does not read"),
         ("flags = [\"SIPTrack\"]".into(), "flags: \"SIPTrack\" is not a DevLink3 flag (e.g. \"-SIPTrack\")"),
-        ("keepalive_secs = 80".into(), "dead_link_secs: must be greater than keepalive_secs"),
-        ("max_frame_bytes = 10".into(), "max_frame_bytes: must be between 1024 and 4194303"),
+        ("keepalive_secs = 80".into(), "dead_link_secs: must be more than keepalive_secs (80 seconds)"),
+        ("max_frame_bytes = 10".into(), "max_frame_bytes: must be between 1024 and 4194303 bytes"),
         (format!("ca_file = {CA:?}"), "ca_file: is only used with tls = true"),
         ("username = \"\"".into(), "username: must not be empty"),
         (format!("tls = true\nca_file = {:?}", not_pem.0.display().to_string()), "holds no PEM certificate"),
@@ -116,6 +116,44 @@ fn errors_name_the_key_and_the_path() {
         let err = config.load().unwrap_err().to_string();
         assert!(err.contains(want), "{extra}: {err}");
     }
+}
+
+/// Issue 9, item 1: `auth_failure_backoff_secs = 0` made the daemon try to log in every few ms
+/// with a wrong password, which locks the IP Office account. Every numeric key has a minimum and
+/// a maximum, with units, and every problem is reported at once.
+#[test]
+fn numeric_keys_have_bounds_with_units() {
+    let pw = TempFile::new("bounds", "x");
+    let load = |extra: &str| {
+        let toml = format!("host = \"h\"\nusername = \"u\"\npassword_file = {:?}\n{extra}", pw.0.display().to_string());
+        toml::from_str::<Config>(&toml).unwrap().load()
+    };
+    let err = load("auth_failure_backoff_secs = 0").unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(err.0[0].key, "auth_failure_backoff_secs");
+    assert!(err.0[0].message.starts_with("must be between 60 and 86400 seconds (the IP Office counts failed logins"));
+    for (extra, key, range) in [
+        ("keepalive_secs = 0", "keepalive_secs", "between 1 and 600 seconds"),
+        ("reconnect_min_ms = 0", "reconnect_min_ms", "between 100 and 60000 ms"),
+        ("reconnect_max_secs = 0", "reconnect_max_secs", "between 1 and 3600 seconds"),
+        ("connect_timeout_secs = 0", "connect_timeout_secs", "between 1 and 300 seconds"),
+        ("resync_settle_ms = 600000", "resync_settle_ms", "between 0 and 60000 ms"),
+        ("vanish_grace_ms = 600000", "vanish_grace_ms", "between 0 and 60000 ms"),
+        ("dead_link_secs = 100000", "dead_link_secs", "between 2 and 3600 seconds"),
+        ("port = 0", "port", "between 1 and 65535"),
+    ] {
+        let err = load(extra).unwrap_err();
+        let e = err.0.iter().find(|e| e.key == key).unwrap_or_else(|| panic!("{extra}: {err}"));
+        assert!(e.message.contains(range), "{extra}: {}", e.message);
+    }
+    // `reconnect_max_secs = 0` is reported against itself (it was placed on reconnect_min_ms).
+    let err = load("reconnect_max_secs = 0").unwrap_err();
+    assert!(err.0.iter().any(|e| e.key == "reconnect_max_secs"), "{err}");
+    // Several problems: all of them.
+    let err = load("keepalive_secs = 0\nauth_failure_backoff_secs = 5\nflags = [\"-CD2\"]").unwrap_err();
+    let keys: Vec<&str> = err.0.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["flags", "keepalive_secs", "auth_failure_backoff_secs"]);
+    assert!(load("auth_failure_backoff_secs = 60").is_ok());
 }
 
 /// How the daemon embeds the block: the daemon owns `type` and `name` and hands the remaining

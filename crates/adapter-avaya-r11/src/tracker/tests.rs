@@ -8,7 +8,7 @@ use super::*;
 use crate::testdata::DELTA3_EXAMPLES;
 
 fn pbx() -> PbxId {
-    PbxId::new("site-1", PbxType::AvayaR11)
+    PbxId::new("site-1", PbxType::new("avaya-r11"))
 }
 
 const NODE: &str = "c0a82a03";
@@ -162,7 +162,9 @@ impl Harness {
                     let ids: Vec<String> = live_calls.into_iter().map(|c| c.0).collect();
                     format!("resync@{} [{}]", at.0, ids.join(" "))
                 }
-                AdapterEvent::Link { .. } => unreachable!("the tracker does not report links"),
+                AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => {
+                    unreachable!("the tracker reports neither links nor checkpoints")
+                }
             };
             self.lines.push(line);
         }
@@ -558,7 +560,7 @@ fn lifecycle(events: &[AdapterEvent]) -> String {
                 lc.handle_signal(CorrelatedSignal { signal: s.clone(), binding: LegBinding::unmatched() })
             }
             AdapterEvent::Resync { pbx, live_calls, at } => lc.handle_resync(pbx, live_calls, *at),
-            AdapterEvent::Link { .. } => {}
+            AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => {}
         }
     }
     let mut lines = Vec::new();

@@ -17,7 +17,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use listener_core::{NumberPlan, PbxId, PbxType};
+use listener_core::{NumberPlan, PbxId};
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -355,7 +355,7 @@ fn validate_pbx_blocks(check: &mut Checker<'_>, index: &SpanIndex<'_>, base: &Pa
         }
         let pbx_type = match table.get("type").map(|v| v.get_ref()) {
             Some(DeValue::String(s)) => match s.as_ref() {
-                "avaya-r11" => PbxType::AvayaR11,
+                "avaya-r11" => adapter_avaya_r11::PBX_TYPE,
                 "avaya-r9" | "3cx" => {
                     check.at(
                         &at.key("type"),
@@ -387,27 +387,22 @@ fn validate_pbx_blocks(check: &mut Checker<'_>, index: &SpanIndex<'_>, base: &Pa
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let rest = Spanned::new(block.span(), DeValue::Table(rest));
-        let settings = match pbx_type {
-            PbxType::AvayaR11 => check.sub::<adapter_avaya_r11::Config>(rest, &at).and_then(|mut c| {
+        let settings = {
+            check.sub::<adapter_avaya_r11::Config>(rest, &at).and_then(|mut c| {
                 c.password_file = resolve(base, &c.password_file);
                 if let Some(ca) = &mut c.ca_file {
                     *ca = resolve(base, ca);
                 }
                 match c.load() {
                     Ok(loaded) => Some(PbxSettings::AvayaR11(loaded)),
-                    Err(e) => {
-                        let key = match &e {
-                            adapter_avaya_r11::ConfigError::ReadFile { key, .. }
-                            | adapter_avaya_r11::ConfigError::Invalid { key, .. } => *key,
-                        };
-                        let text = e.to_string();
-                        let message = text.strip_prefix(&format!("{key}: ")).unwrap_or(&text);
-                        check.at(&at.key(key), message.to_owned());
+                    Err(errors) => {
+                        for e in errors.0 {
+                            check.at(&at.key(&e.key), e.message);
+                        }
                         None
                     }
                 }
-            }),
-            PbxType::AvayaR9 | PbxType::ThreeCx => None,
+            })
         };
         if let Some(settings) = settings {
             out.push(PbxConfig { id: PbxId::new(name, pbx_type), settings });

@@ -4,6 +4,7 @@ use generic_event::validate_json;
 
 use super::*;
 use crate::binding::MatchMethod;
+use crate::signal::PbxType;
 
 fn ctx() -> EventContext {
     EventContext {
@@ -14,7 +15,7 @@ fn ctx() -> EventContext {
 }
 
 fn pbx() -> PbxId {
-    PbxId::new("site-1", PbxType::AvayaR11)
+    PbxId::new("site-1", PbxType::new("avaya-r11"))
 }
 
 /// A compact way to write signals: `"7 201 ringing"`, `"7 - ended"`, `"7 201 disconnected:rejected"`,
@@ -222,7 +223,7 @@ fn resync_closes_calls_the_pbx_no_longer_lists() {
     for (i, s) in ["7 201 connected", "8 202 ringing", "9 203 connected"].iter().enumerate() {
         lc.handle_signal(sig(1_000 + i as u64, s));
     }
-    let other = PbxId::new("site-2", PbxType::AvayaR11);
+    let other = PbxId::new("site-2", PbxType::new("avaya-r11"));
     let mut foreign = sig(2_000, "7 301 connected");
     foreign.signal.pbx = other.clone();
     lc.handle_signal(foreign);
