@@ -14,6 +14,7 @@ use listener_core::{
     AdapterEvent, BoxFuture, CallLifecycle, NumberCache, OutgoingEvent, PbxId, SignalBody, SignalSink, SinkClosed,
     StateChange, UnixMillis,
 };
+use listener_kit::clock::now;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -292,12 +293,6 @@ fn export_correlation_metrics(s: &CorrelationStats) {
     metrics::counter!("pbx_listener_correlation_learned_legs_total").absolute(s.legs_learned);
     metrics::gauge!("pbx_listener_correlation_legs").set(s.legs as f64);
     metrics::gauge!("pbx_listener_correlation_waiting_calls").set(s.pending_calls as f64);
-}
-
-/// Now, as the cores want it.
-pub fn now() -> UnixMillis {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    UnixMillis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
 /// Logs a leg source that stopped (the pipeline goes on without it).

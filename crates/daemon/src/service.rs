@@ -278,7 +278,7 @@ async fn watch_delivery(mut status: tokio::sync::watch::Receiver<forwarder::Deli
             DeliveryState::BackingOff { since_ms, attempts, .. } | DeliveryState::Probing { since_ms, attempts } => {
                 // Retrying is not failing while events are safe in the outbox; an outage longer
                 // than OUTAGE_UNREADY turns readiness red so monitoring notices.
-                let secs = pipeline::now().0.saturating_sub(since_ms) / 1000;
+                let secs = listener_kit::clock::now().0.saturating_sub(since_ms) / 1000;
                 let detail = format!("platform failing for {secs} s, retrying ({attempts} failed attempts)");
                 if secs >= OUTAGE_UNREADY.as_secs() { Check::failing(detail) } else { Check::ok(detail) }
             }

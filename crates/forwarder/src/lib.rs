@@ -30,7 +30,7 @@ mod tls;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 pub use config::{BearerToken, ConfigError, ForwarderConfig, ForwarderSettings};
 use outbox::{Outbox, OutboxError, PendingEvent};
@@ -128,7 +128,7 @@ struct Attempt {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    listener_kit::clock::now().0
 }
 
 impl Forwarder {
@@ -305,7 +305,7 @@ impl Forwarder {
 /// so those writes from concurrent attempts share group commits.
 async fn attempt(ctx: Arc<Ctx>, event: PendingEvent) -> Attempt {
     let settings = &ctx.settings;
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let timestamp = listener_kit::clock::now().0 / 1000;
     let signature = webhook_signature::sign_header(&settings.secrets, &event.id, timestamp, &event.body);
     let mut request = ctx
         .client
