@@ -728,6 +728,9 @@ impl Tracker {
             && call.hunt_group.as_deref() != Some(hg)
         {
             call.hunt_group = Some(hg.to_owned());
+            // The call came through this hunt group: `meta.queue` on its events (the contract's
+            // "queue or hunt group"), whether or not it ever waits in the queue.
+            call.info.queue = Some(hg.to_owned());
         }
         if let Some(tag) = opt(&d.call.tag)
             && call.tag.as_deref() != Some(tag)

@@ -256,7 +256,7 @@ impl Correlator {
             self.timers.remove(&(entry.forget_at, Timer::Forget(key.clone())));
             entry.forget_at = forget_at;
             self.timers.insert((forget_at, Timer::Forget(key.clone())));
-            merge_info(&mut entry.info, &call.info);
+            entry.info.merge(&call.info);
             match &mut entry.state {
                 CallState::Waiting(w) => {
                     w.held.push_back(signal);
@@ -847,22 +847,6 @@ fn role_fits(role: LegRole, direction: Direction) -> bool {
             | (LegRole::B, Direction::Inbound | Direction::Unknown)
             | (LegRole::A, Direction::Outbound | Direction::Unknown)
     )
-}
-
-fn merge_info(into: &mut CallInfo, from: &CallInfo) {
-    if from.direction != Direction::Unknown {
-        into.direction = from.direction;
-    }
-    for (slot, new) in [
-        (&mut into.external_number, &from.external_number),
-        (&mut into.dialled_number, &from.dialled_number),
-        (&mut into.sip_call_id, &from.sip_call_id),
-        (&mut into.caller_name, &from.caller_name),
-    ] {
-        if new.is_some() {
-            slot.clone_from(new);
-        }
-    }
 }
 
 fn merged_tags(a: &crate::leg::Leg, b: Option<&crate::leg::Leg>) -> std::collections::BTreeMap<String, String> {
