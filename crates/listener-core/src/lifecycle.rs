@@ -327,10 +327,10 @@ impl CallLifecycle {
                 self.close_leg(&key, extension.as_ref(), &DisconnectReason::Transferred, at, &facts, Provenance::Live);
             }
             CallChange::Queued { queue } => {
-                if let Some(state) = self.calls.get_mut(&key) {
-                    if queue.is_some() {
-                        state.info.queue = queue;
-                    }
+                if let Some(state) = self.calls.get_mut(&key)
+                    && queue.is_some()
+                {
+                    state.info.queue = queue;
                 }
             }
             CallChange::Disconnected { reason } => {
