@@ -19,7 +19,7 @@ use correlation::{CorrelationConfig, Correlator};
 use forwarder::{Forwarder, ForwarderConfig};
 use leg_announce::{LegAnnounceServer, LegsConfig};
 use listener_core::{AdapterState, CallLifecycle, EventContext, NumberCache, NumberPlan};
-use outbox::{Outbox, OutboxConfig};
+use outbox::{OUTBOX_FILE, Outbox, OutboxConfig};
 use pbx_sim::demo::{DEMO_TYPES, DemoPlatform, write_file};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -31,7 +31,6 @@ use webhook_signature::SigningSecret;
 use crate::cli::DemoArgs;
 use crate::notify::Watchdog;
 use crate::pipeline::{self, ChannelSink, Cores, Inputs, NUMBER_CACHE};
-use crate::service::OUTBOX_FILE;
 use crate::sinks::{OutboxSink, StdoutSink, TeeSink};
 
 /// The demo's account (the seed's example account).

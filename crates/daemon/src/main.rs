@@ -61,6 +61,9 @@ fn main() -> ExitCode {
                 cli.log_format.unwrap_or(config.log.format),
                 cli.log_level.as_deref().or(config.log.level.as_deref()),
             );
+            for w in &config.warnings {
+                warn!(warning = %w, "Configuration warning.");
+            }
             with_runtime(|shutdown| service::run(config, shutdown))
         }
     }
@@ -72,6 +75,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(config) => {
             println!("{}: OK", path.display());
             print!("{}", config.summary());
+            for w in &config.warnings {
+                eprintln!("warning: {w}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -17,7 +17,7 @@ use listener_core::{
     AdapterError, AdapterEvent, AdapterState, BoxFuture, CallLifecycle, EventContext, LinkState, NumberCache,
     SignalSink, SinkClosed,
 };
-use outbox::{Outbox, OutboxConfig, StateChange};
+use outbox::{Outbox, StateChange};
 use sip_tap::SipTap;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -36,9 +36,6 @@ const PIPELINE_CHANNEL: usize = 4096;
 
 /// How long the platform may fail before `/health/ready` turns red.
 const OUTAGE_UNREADY: Duration = Duration::from_secs(300);
-
-/// The outbox database file inside `[outbox] data_dir`.
-pub const OUTBOX_FILE: &str = "outbox.sqlite";
 
 /// Runs the daemon until `shutdown` (SIGTERM/SIGINT) or a fatal error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -226,9 +223,8 @@ fn open_outbox(config: &Config) -> anyhow::Result<Outbox> {
     let dir = &config.outbox.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the outbox directory {} (`[outbox] data_dir`)", dir.display()))?;
-    let path = dir.join(OUTBOX_FILE);
-    Outbox::open(&path, OutboxConfig::new(config.outbox.max_bytes, config.outbox.when_full.into()))
-        .with_context(|| format!("opening the outbox {}", path.display()))
+    let path = config.outbox.file();
+    Outbox::open(&path, config.outbox.config).with_context(|| format!("opening the outbox {}", path.display()))
 }
 
 /// The lifecycle, with the calls that were open when we last stopped, and each PBX's adapter

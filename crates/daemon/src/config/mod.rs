@@ -23,7 +23,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use uuid::Uuid;
 
-pub use file::{LogFormat, WhenFull};
+pub use file::LogFormat;
 
 use crate::pbx_types::{self, BlockError, LoadedPbx};
 pub use span::{KeyPath, SpanIndex, line_col};
@@ -97,8 +97,8 @@ pub struct Config {
     pub legs: Option<leg_announce::LegsConfig>,
     /// `[sip_tap]`, paths resolved, if configured.
     pub sip_tap: Option<sip_tap::SipTapConfig>,
-    /// `[outbox]`.
-    pub outbox: OutboxSettings,
+    /// `[outbox]`, validated (the outbox crate's own settings).
+    pub outbox: outbox::OutboxSettings,
     /// `[admin]`.
     pub admin: AdminSettings,
     /// `[log]`.
@@ -124,17 +124,6 @@ pub struct PbxConfig {
     pub id: PbxId,
     /// Its kind's settings, loaded.
     pub settings: LoadedPbx,
-}
-
-/// `[outbox]`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxSettings {
-    /// Where the outbox database lives.
-    pub data_dir: PathBuf,
-    /// Byte cap.
-    pub max_bytes: u64,
-    /// What to drop at the cap.
-    pub when_full: WhenFull,
 }
 
 /// `[admin]`, validated.
@@ -307,17 +296,22 @@ fn validate(
             None
         }
     };
-    let outbox = OutboxSettings {
-        data_dir: resolve(base, &raw.outbox.data_dir),
-        max_bytes: raw.outbox.max_bytes,
-        when_full: raw.outbox.when_full,
+    let outbox = match raw.outbox.load(|p| resolve(base, p)) {
+        Ok(settings) => {
+            match settings.check_dir() {
+                outbox::DataDirCheck::Ready => {}
+                outbox::DataDirCheck::WillBeCreated(why) => check.warn(&KeyPath::keys(&["outbox", "data_dir"]), why),
+                outbox::DataDirCheck::Unusable(why) => check.at(&KeyPath::keys(&["outbox", "data_dir"]), why),
+            }
+            Some(settings)
+        }
+        Err(errors) => {
+            for e in errors.0 {
+                check.at(&KeyPath::keys(&["outbox"]).dotted(&e.key), e.message);
+            }
+            None
+        }
     };
-    if outbox.max_bytes < file::MIN_OUTBOX_BYTES {
-        check.at(
-            &KeyPath::keys(&["outbox", "max_bytes"]),
-            format!("must be at least {} bytes (1 MiB)", file::MIN_OUTBOX_BYTES),
-        );
-    }
     let admin = AdminSettings { listen: raw.admin.enabled.then_some(raw.admin.listen) };
     if let Some(filter) = &raw.log.level
         && let Err(e) = filter.parse::<tracing_subscriber::EnvFilter>()
@@ -334,7 +328,7 @@ fn validate(
         correlation: correlation?,
         legs,
         sip_tap,
-        outbox,
+        outbox: outbox?,
         admin,
         log: raw.log,
         warnings: Vec::new(),
@@ -476,25 +470,17 @@ fn check_legs(check: &mut Checker<'_>, mut legs: leg_announce::LegsConfig, base:
     legs
 }
 
-/// `[outbox] data_dir` of a configuration file, without validating the rest (and so without
-/// reading secrets): what `pbx-listener outbox …` needs.
+/// `[outbox] data_dir` of a configuration file: the file as written (stage one), without
+/// validating it or reading a secret; what `pbx-listener outbox …` needs.
 pub fn outbox_dir(path: &Path) -> anyhow::Result<PathBuf> {
-    #[derive(serde::Deserialize)]
-    struct OnlyOutbox {
-        #[serde(default)]
-        outbox: Option<OutboxDir>,
-    }
-    #[derive(serde::Deserialize)]
-    struct OutboxDir {
-        data_dir: Option<PathBuf>,
-    }
     use anyhow::Context;
     let text = std::fs::read_to_string(path).with_context(|| {
         format!("reading {} (pass --data-dir to name the outbox directory instead)", path.display())
     })?;
-    let only: OnlyOutbox = toml::from_str(&text).with_context(|| format!("reading [outbox] of {}", path.display()))?;
-    let dir = only.outbox.and_then(|o| o.data_dir).unwrap_or_else(|| file::OutboxSection::default().data_dir);
-    Ok(resolve(path.parent().unwrap_or(Path::new(".")), &dir))
+    let raw: file::FileConfig = toml::from_str(&text).with_context(|| {
+        format!("reading {} (pass --data-dir to name the outbox directory instead)", path.display())
+    })?;
+    Ok(resolve(path.parent().unwrap_or(Path::new(".")), &raw.outbox.data_dir))
 }
 
 /// A path from the file, relative to the file's directory unless absolute.
@@ -528,8 +514,8 @@ impl Config {
         line(format!(
             "outbox       {} (cap {} bytes, when full: {})",
             self.outbox.data_dir.display(),
-            self.outbox.max_bytes,
-            self.outbox.when_full.as_str()
+            self.outbox.config.max_bytes,
+            self.outbox.config.when_full.as_str()
         ));
         match &self.legs {
             Some(legs) => line(format!(

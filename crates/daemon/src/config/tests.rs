@@ -33,7 +33,7 @@ fn the_example_config_is_valid() {
     assert_eq!(config.numbers.region(), "GB");
     assert_eq!(config.pbx.len(), 1);
     assert_eq!(&*config.pbx[0].id.name, "hq");
-    assert_eq!(config.outbox.when_full, WhenFull::DropOldest);
+    assert_eq!(config.outbox.config.when_full, outbox::WhenFull::DropOldest);
     assert_eq!(config.admin.listen, Some("127.0.0.1:9187".parse().unwrap()));
 }
 
@@ -45,7 +45,7 @@ fn defaults_for_optional_sections() {
     )
     .unwrap();
     assert_eq!(config.outbox.data_dir, Path::new("/var/lib/pbx-listener"));
-    assert_eq!(config.outbox.max_bytes, 1 << 30);
+    assert_eq!(config.outbox.config.max_bytes, 1 << 30);
     assert_eq!(config.numbers.region(), "US");
     assert!(config.pbx.is_empty());
     assert!(config.meta.is_empty());
@@ -286,7 +286,7 @@ fn the_example_config_documents_every_key() {
     section("correlation", serde_fields::<correlation::CorrelationConfig>());
     section("legs", serde_fields::<leg_announce::LegsConfig>());
     section("sip_tap", serde_fields::<sip_tap::SipTapConfig>());
-    section("outbox", serde_fields::<file::OutboxSection>());
+    section("outbox", serde_fields::<outbox::OutboxSection>());
     section("admin", serde_fields::<file::AdminSection>());
     section("log", serde_fields::<file::LogSection>());
     for kind in crate::pbx_types::PBX_TYPES {
