@@ -436,17 +436,52 @@ pub(crate) fn call_id_local(key: &str) -> Option<&str> {
     key.split_once('@').map(|(local, _)| local)
 }
 
-/// The form numbers are compared in: E.164 digits without `+` (separators and a `tel:` prefix
-/// removed) when it is a number, else the lower-cased text (a URI).
+/// The form numbers are compared in: E.164 digits without `+` (separators removed) when it is a
+/// number, a `tel:` URI or a `sip:`/`sips:` URI whose user part is a number, else the
+/// lower-cased text (a URI). A URI's `%HH` escapes are undone first (RFC 3261 §19.1.4:
+/// `sip:+%344…@host` is the number `44…`); an invalid escape leaves the text as it is.
 pub(crate) fn number_key(number: &str) -> String {
     let s = number.trim();
-    let s = s.strip_prefix("tel:").unwrap_or(s);
-    let bare = s.strip_prefix('+').unwrap_or(s);
+    let (candidate, is_uri) = match s.split_once(':') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("tel") => (rest, true),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") => {
+            // The user part: before `@`, without a password.
+            let user = rest.split_once('@').map(|(userinfo, _)| userinfo.split(':').next().unwrap_or(userinfo));
+            (user.unwrap_or(""), true)
+        }
+        _ => (s, false),
+    };
+    let unescaped = if is_uri { unescape(candidate) } else { None };
+    let candidate = unescaped.as_deref().unwrap_or(candidate);
+    let bare = candidate.strip_prefix('+').unwrap_or(candidate);
     if !bare.is_empty() && bare.chars().all(|c| c.is_ascii_digit() || " -.()".contains(c)) {
         bare.chars().filter(char::is_ascii_digit).collect()
     } else {
         s.to_ascii_lowercase()
     }
+}
+
+/// `%HH` escapes undone; `None` when there is none, an escape is invalid or the result is not
+/// UTF-8 (the text is then compared as written).
+fn unescape(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return None;
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let digits = std::str::from_utf8(hex).ok().filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
+            out.push(u8::from_str_radix(digits, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -505,5 +540,11 @@ mod tests {
         assert_eq!(call_id_local("abc@h"), Some("abc"));
         assert_eq!(number_key("tel:+1-555-123"), "1555123");
         assert_eq!(number_key("sip:Bob@X"), "sip:bob@x");
+        assert_eq!(number_key("sip:+%344%31234567890@h;user=phone"), "441234567890");
+        assert_eq!(number_key("SIPS:%2B44-1234:pw@h"), "441234");
+        assert_eq!(number_key("tel:%2B441234"), "441234");
+        assert_eq!(number_key("sip:+44%G1@H"), "sip:+44%g1@h");
+        assert_eq!(number_key("sip:%2Bbob@h"), "sip:%2bbob@h");
+        assert_eq!(number_key("sip:h"), "sip:h");
     }
 }

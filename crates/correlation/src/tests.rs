@@ -786,3 +786,23 @@ fn a_resync_releases_waiting_calls_the_pbx_no_longer_lists() {
         ",
     );
 }
+
+/// Issue 9 item 11: a URI user is compared after its `%HH` escapes are undone (RFC 3261
+/// §19.1.4), so `sip:+%344…` and `sip:%2B44…` are the number `44…`; an invalid escape keeps the
+/// URI as it is (and so it is no number).
+#[test]
+fn percent_encoded_uri_users_match_by_number() {
+    check(
+        cfg(),
+        vec![
+            (0, ann(0xb1, 0xa1).numbers("sip:%2B15557654321@cpaas", "sip:+%31555%3123%30100@pbx;user=phone").learned()),
+            (0, ann(0xb2, 0xa2).numbers(CALLER, "sip:+1555%G230101@pbx").learned()),
+            (300, call("7").numbers(CALLER, DID).ringing(300)),
+            (300, call("8").numbers(CALLER, "15552230101").ringing(300)),
+        ],
+        "
+        @4301 call 7 201 ringing -> number-time b=b1 a=a1 sip:%2B15557654321@cpaas>sip:+%31555%3123%30100@pbx;user=phone
+        @6300 call 8 201 ringing -> none b=- a=-
+        ",
+    );
+}

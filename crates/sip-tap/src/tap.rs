@@ -175,7 +175,14 @@ impl TapCore {
                 LegUpdate::Updated(_) => "updated",
                 LegUpdate::Ended(_) => "ended",
             });
-            tracing::debug!(call_id = msg.call_id(), ?update, "SIP tap learned about a leg.");
+            // The URIs as written (escapes kept): the update has the numbers read out of them.
+            tracing::debug!(
+                call_id = msg.call_id(),
+                from_uri = msg.from().ok().map(|f| f.uri).as_deref(),
+                to_uri = msg.to().ok().map(|t| t.uri).as_deref(),
+                ?update,
+                "SIP tap learned about a leg."
+            );
             self.out.push_back(update);
         }
     }
