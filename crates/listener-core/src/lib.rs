@@ -1,6 +1,7 @@
 //! The core every adapter and the daemon share: [`PbxSignal`], the [`Adapter`] trait, number
 //! normalisation ([`NumberPlan`]), correlation's output ([`LegBinding`]) and the
-//! [`CallLifecycle`] that turns correlated signals into Level 3 events that keep the contract.
+//! [`CallLifecycle`] that turns correlated signals into Level 3 events that keep the contract;
+//! also the per-source connection cap ([`SourceLimiter`]) the network listeners share.
 //!
 //! ```text
 //! adapter ─► PbxSignal ─► (NumberPlan) ─► correlation ─► CorrelatedSignal ─► CallLifecycle ─► OutgoingEvent
@@ -42,6 +43,7 @@ mod binding;
 mod lifecycle;
 mod number;
 mod signal;
+mod source_limit;
 
 pub use adapter::{Adapter, AdapterError, AdapterEvent, BoxFuture, LinkState, SignalSink, SinkClosed};
 pub use binding::{CorrelatedSignal, LegBinding, MatchMethod};
@@ -51,3 +53,4 @@ pub use signal::{
     CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal, ExtensionState, Facts,
     PbxCallId, PbxId, PbxSignal, PbxType, SignalBody, UnixMillis,
 };
+pub use source_limit::{SourceGuard, SourceLimiter, source_of};
