@@ -244,6 +244,7 @@ impl BLegRegistry {
     }
 
     /// How many keys of forgotten ended legs are remembered.
+    #[cfg(test)]
     pub(crate) fn ended_keys(&self) -> usize {
         self.ended.len()
     }
