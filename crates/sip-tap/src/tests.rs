@@ -430,6 +430,40 @@ fn learner_follows_the_dialog() {
     );
 }
 
+/// Issue 9 item 12: a leg learned without a callSid is counted apart (it cannot bind until
+/// the sids come), and still reported.
+#[test]
+fn a_leg_without_sids_is_counted_apart() {
+    let mut c = core(None);
+    c.handle_sip_datagram(UnixMillis(1), &msg("INVITE sip:+15551230100@pbx SIP/2.0", "n1", "1 INVITE", ""));
+    let with_sid = format!("X-Call-Sid: {BLEG_CALL_SID}\r\n");
+    c.handle_sip_datagram(UnixMillis(2), &msg("INVITE sip:+15551230100@pbx SIP/2.0", "n2", "1 INVITE", &with_sid));
+    // The sids on the answer to the first: an update, not another leg without sids.
+    c.handle_sip_datagram(UnixMillis(3), &msg("SIP/2.0 200 OK", "n1", "1 INVITE", &with_sid));
+    assert_eq!(updates(&mut c).len(), 3);
+    let s = c.stats();
+    assert_eq!((s.leg_updates, s.legs_without_sid), (3, 1));
+}
+
+/// Issue 9 item 12: the learner forgets Call-IDs on its own timer, so its memory falls when
+/// SIP stops coming (it used to forget only when the next message came).
+#[test]
+fn the_tap_forgets_dialogs_on_its_timer() {
+    let mut c = TapCore::new(TapSettings {
+        learner: LearnerConfig { dialog_ttl_ms: 1_000, ..LearnerConfig::default() },
+        hep_auth_key: None,
+        max_message_bytes: MAX,
+    });
+    assert_eq!(c.poll_timeout(), None);
+    c.handle_sip_datagram(UnixMillis(0), &msg("INVITE sip:1@pbx SIP/2.0", "t1", "1 INVITE", ""));
+    c.handle_sip_datagram(UnixMillis(500), &msg("INVITE sip:1@pbx SIP/2.0", "t2", "1 INVITE", ""));
+    assert_eq!((c.dialogs(), c.poll_timeout()), (2, Some(UnixMillis(1_000))));
+    c.handle_timeout(UnixMillis(1_000));
+    assert_eq!((c.dialogs(), c.poll_timeout()), (1, Some(UnixMillis(1_500))));
+    c.handle_timeout(UnixMillis(1_500));
+    assert_eq!((c.dialogs(), c.poll_timeout()), (0, None));
+}
+
 #[test]
 fn learner_bounds_its_memory() {
     let mut l = LegLearner::new(LearnerConfig { max_dialogs: 3, dialog_ttl_ms: 1_000, ..LearnerConfig::default() });
