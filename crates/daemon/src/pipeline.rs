@@ -135,15 +135,17 @@ pub async fn run(
         }
         watchdog.tick();
         let now = now();
+        let timed_out = adapters_done || deadline.is_some_and(|d| d <= now);
         if adapters_done {
             // Shutting down: release every call still waiting for its leg, as the policy says.
             cores.correlator.handle_timeout(UnixMillis(u64::MAX));
-        } else if deadline.is_some_and(|d| d <= now) {
+        } else if timed_out {
             cores.correlator.handle_timeout(now);
         }
         stats.inputs += n as u64;
         cores.feed_lifecycle();
-        if n > 0 {
+        // After a timer too: legs swept while nothing arrives must show on the gauges.
+        if n > 0 || timed_out {
             let c = cores.correlator.stats();
             export_correlation_metrics(&c);
             correlation_log.observe(&c);
@@ -291,6 +293,7 @@ fn export_correlation_metrics(s: &CorrelationStats) {
     metrics::counter!("pbx_listener_correlation_late_legs_total").absolute(s.late_legs);
     metrics::counter!("pbx_listener_correlation_expired_legs_total").absolute(s.legs_expired);
     metrics::counter!("pbx_listener_correlation_learned_legs_total").absolute(s.legs_learned);
+    metrics::counter!("pbx_listener_correlation_stale_leg_updates_total").absolute(s.stale_leg_updates);
     metrics::gauge!("pbx_listener_correlation_legs").set(s.legs as f64);
     metrics::gauge!("pbx_listener_correlation_waiting_calls").set(s.pending_calls as f64);
 }

@@ -284,6 +284,9 @@ fn validate(
         if let Some(p) = &mut tap.hep_auth_key_file {
             *p = resolve(base, p);
         }
+        if let Err(e) = tap.validate() {
+            check.keyed("sip_tap", e.key(), &e);
+        }
         if let Err(e) = tap.load_auth_key() {
             check.keyed("sip_tap", Some("hep_auth_key_file"), &e);
         }

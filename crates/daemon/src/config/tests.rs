@@ -205,6 +205,31 @@ fn legs_errors_come_from_the_endpoints_own_checks() {
     assert!(errs[0].contains(" legs ") && errs[0].contains("set both or neither"), "{errs:?}");
 }
 
+/// Issue 9 items 8 and 9: the endpoints' connection limits are range-checked by their own
+/// config types, and `check-config` reports the line, the key, the range and the unit.
+#[test]
+fn connection_limits_out_of_range_name_line_key_and_range() {
+    let text = format!(
+        "{EXAMPLE}\n[legs]\nlisten = \"127.0.0.1:9443\"\nsigning_secret_files = [\"secrets/platform-signing-secret\"]\n\
+         header_timeout_ms = 5\n\n[sip_tap]\nhep_tcp_listen = \"127.0.0.1:9060\"\nmax_tcp_connections_per_source = 100\n"
+    );
+    let at = |key: &str| text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+    let errs = errors(&text);
+    assert_eq!(
+        errs,
+        [
+            format!(
+                "{}:1 legs.header_timeout_ms must be from 100 to 120000 milliseconds, not 5",
+                at("header_timeout_ms")
+            ),
+            format!(
+                "{}:1 sip_tap.max_tcp_connections_per_source must be from 1 to 64 connections (at most max_tcp_connections), not 100",
+                at("max_tcp_connections_per_source")
+            ),
+        ]
+    );
+}
+
 #[test]
 fn an_empty_hep_key_file_is_caught_by_check_config() {
     let text =
