@@ -34,6 +34,10 @@ pub trait EventSink {
         events: Vec<OutgoingEvent>,
         state: Vec<StateChange>,
     ) -> impl Future<Output = anyhow::Result<()>>;
+
+    /// Correlation's counters since start, after each batch of inputs (for `/status`). Default:
+    /// ignored.
+    fn correlation(&mut self, _stats: &CorrelationStats) {}
 }
 
 /// The adapters' end of the pipeline channel.
@@ -87,7 +91,11 @@ pub async fn run(
     let mut correlation_log = CorrelationLog::default();
     let mut legs_open = true;
     let tick = watchdog.interval().unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
+    let stall = crate::fault::stall_file();
     loop {
+        if let Some(path) = &stall {
+            crate::fault::stall_while_present(path).await;
+        }
         let deadline = cores.correlator.poll_timeout();
         let sleep = deadline.map_or(tick, |d| Duration::from_millis(d.since(now())).min(tick));
         let mut n = 0;
@@ -128,6 +136,7 @@ pub async fn run(
             let c = cores.correlator.stats();
             export_correlation_metrics(&c);
             correlation_log.observe(&c);
+            sink.correlation(&c);
         }
         let events: Vec<OutgoingEvent> = std::iter::from_fn(|| cores.lifecycle.poll_event()).collect();
         let state = cores.lifecycle.drain_state_changes();
