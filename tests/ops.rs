@@ -344,3 +344,48 @@ fn the_dashboard_and_rules_use_only_metrics_the_daemon_has() {
         assert!(catalogue.contains(&format!("\"{name}\"")), "{name} is not a metric of the daemon (telemetry.rs)");
     }
 }
+
+/// The notify protocol with the real binary, against a `NOTIFY_SOCKET` this test binds (the
+/// same datagrams systemd reads; scripts/test-systemd checks them under a real systemd too):
+/// READY=1 with a STATUS=, WATCHDOG=1 pings while the pipeline runs, STOPPING=1 at SIGTERM.
+#[test]
+fn systemd_notifications_reach_a_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let sims = start_sims("");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let rig = Rig::new(sims.pbx.addr(), &url(&sims.platform), NO_CORRELATION_WAIT);
+    let log = std::fs::File::create(rig.dir.path().join("run.log")).expect("log");
+    let mut daemon = cmd()
+        .args(["run", "--log-format", "text", "--config"])
+        .arg(&rig.config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn pbx-listener run");
+    let mut messages: Vec<String> = vec![];
+    let mut receive_until = |messages: &mut Vec<String>, what: &str, done: &dyn Fn(&[String]) -> bool| {
+        eventually(LIMIT, what, || {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = socket.recv(&mut buf) {
+                messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            done(messages).then_some(())
+        })
+    };
+    receive_until(&mut messages, "READY=1", &|m| m.iter().any(|x| x.lines().any(|l| l == "READY=1")));
+    let ready = messages.iter().find(|x| x.lines().any(|l| l == "READY=1")).expect("ready").clone();
+    assert!(ready.lines().any(|l| l.starts_with("STATUS=Running: 1 PBX(s)")), "{ready:?}");
+    receive_until(&mut messages, "two WATCHDOG=1 pings", &|m| {
+        m.iter().filter(|x| x.lines().any(|l| l == "WATCHDOG=1")).count() >= 2
+    });
+    receive_until(&mut messages, "a delivery STATUS=", &|m| m.iter().any(|x| x.starts_with("STATUS=delivering")));
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().expect("kill");
+    receive_until(&mut messages, "STOPPING=1", &|m| m.iter().any(|x| x.lines().any(|l| l == "STOPPING=1")));
+    let status = support::wait_bounded(&mut daemon, LIMIT).status;
+    assert!(status.success(), "{status}: {}", rig.log("run"));
+}
