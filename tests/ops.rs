@@ -368,7 +368,7 @@ fn systemd_notifications_reach_a_notify_socket() {
         .spawn()
         .expect("spawn pbx-listener run");
     let mut messages: Vec<String> = vec![];
-    let mut receive_until = |messages: &mut Vec<String>, what: &str, done: &dyn Fn(&[String]) -> bool| {
+    let receive_until = |messages: &mut Vec<String>, what: &str, done: &dyn Fn(&[String]) -> bool| {
         eventually(LIMIT, what, || {
             let mut buf = [0u8; 4096];
             if let Ok(n) = socket.recv(&mut buf) {
