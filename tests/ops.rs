@@ -189,7 +189,12 @@ fn status_is_down_when_no_pbx_link_is_up() {
     let admin = format!("127.0.0.1:{admin_port}");
     let rig = Rig::with_admin(nowhere, &url(&sims.platform), "", admin_port);
     let mut daemon = rig.spawn("run");
-    let report = status_json_when(&admin, 2, "status DOWN");
+    // (While the daemon starts, DOWN may also say "pipeline: starting"; wait for the link.)
+    let report = eventually(LIMIT, "status DOWN for the PBX link", || {
+        let (code, out) = status(&admin, true);
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (code == 2 && v["problems"][0].as_str()?.starts_with("PBX sim: link ")).then_some(v)
+    });
     assert_eq!(report["verdict"], "down");
     assert!(report["problems"][0].as_str().unwrap().starts_with("PBX sim: link "), "{report}");
     let (code, text) = status(&admin, false);

@@ -303,7 +303,9 @@ fn verdict(
     let mut down = Vec::new();
     let mut degraded = Vec::new();
     if !health.pipeline.ok {
-        down.push(format!("pipeline: {}", health.pipeline.detail));
+        // The admin endpoint answers before the pipeline is spawned: no detail yet is "starting".
+        let detail = if health.pipeline.detail.is_empty() { "starting" } else { health.pipeline.detail.as_str() };
+        down.push(format!("pipeline: {detail}"));
     }
     let not_up: Vec<&String> = links.iter().filter(|(_, l)| l.state != LinkStateName::Up).map(|(n, _)| n).collect();
     for name in &not_up {
