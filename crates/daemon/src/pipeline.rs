@@ -35,6 +35,10 @@ pub trait EventSink {
         events: Vec<OutgoingEvent>,
         state: Vec<StateChange>,
     ) -> impl Future<Output = anyhow::Result<()>>;
+
+    /// Correlation's counters since start, after each batch of inputs (for `/status`). Default:
+    /// ignored.
+    fn correlation(&mut self, _stats: &CorrelationStats) {}
 }
 
 /// The adapters' end of the pipeline channel.
@@ -106,7 +110,11 @@ pub async fn run(
     let mut correlation_log = CorrelationLog::default();
     let mut legs_open = true;
     let tick = watchdog.interval().unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
+    let stall = crate::fault::stall_file();
     loop {
+        if let Some(path) = &stall {
+            crate::fault::stall_while_present(path).await;
+        }
         let deadline = cores.correlator.poll_timeout();
         let sleep = deadline.map_or(tick, |d| Duration::from_millis(d.since(now())).min(tick));
         let mut n = 0;
@@ -149,6 +157,7 @@ pub async fn run(
             let c = cores.correlator.stats();
             export_correlation_metrics(&c);
             correlation_log.observe(&c);
+            sink.correlation(&c);
         }
         let events: Vec<OutgoingEvent> = std::iter::from_fn(|| cores.lifecycle.poll_event()).collect();
         let mut state = cores.lifecycle.drain_state_changes();
@@ -289,6 +298,7 @@ fn export_correlation_metrics(s: &CorrelationStats) {
         metrics::counter!("pbx_listener_correlation_matched_calls_total", "method" => method).absolute(n);
     }
     metrics::counter!("pbx_listener_correlation_unmatched_calls_total").absolute(s.unmatched);
+    metrics::counter!("pbx_listener_correlation_no_leg_expected_calls_total").absolute(s.no_leg_expected);
     metrics::counter!("pbx_listener_correlation_ambiguous_calls_total").absolute(s.ambiguous);
     metrics::counter!("pbx_listener_correlation_late_legs_total").absolute(s.late_legs);
     metrics::counter!("pbx_listener_correlation_expired_legs_total").absolute(s.legs_expired);

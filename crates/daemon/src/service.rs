@@ -24,11 +24,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::admin::{self, Check, Health};
+use crate::admin::{self, AdminContext, Check, Health};
 use crate::config::Config;
 use crate::notify::{self, Watchdog};
 use crate::pipeline::{self, ChannelSink, Cores, Inputs, NUMBER_CACHE};
 use crate::sinks::OutboxSink;
+use crate::status::StatusBoard;
+use crate::tail::{self, EventTap, TapSink};
 
 /// Capacity of the adapters → pipeline channel: a burst this size is absorbed without slowing
 /// the PBX readers.
@@ -41,6 +43,8 @@ const OUTAGE_UNREADY: Duration = Duration::from_secs(300);
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = admin::install_metrics()?;
     let health = Health::default();
+    let board = StatusBoard::default();
+    let tap = EventTap::new(tail::CAPACITY, tail::MAX_CLIENTS);
 
     let outbox = open_outbox(&config)?;
     let (lifecycle, mut adapter_states) = restore_state(&config, &outbox).await?;
@@ -48,6 +52,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let forwarder = Forwarder::new(outbox.clone(), config.platform.clone()).context("building the HTTP client")?;
     let forwarder_stop = CancellationToken::new();
     let status_task = tokio::spawn(watch_delivery(forwarder.status(), health.clone()));
+    let (delivery_status, last_failure) = (forwarder.status(), forwarder.last_failure());
     let mut forwarder_task = tokio::spawn({
         let stop = forwarder_stop.clone();
         async move { forwarder.run(stop.cancelled_owned()).await }
@@ -55,7 +60,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let admin_stop = CancellationToken::new();
     let admin_task = match config.admin.listen {
-        Some(addr) => Some(admin::serve(addr, health.clone(), metrics, admin_stop.clone()).await?),
+        Some(addr) => {
+            let ctx = AdminContext {
+                health: health.clone(),
+                metrics,
+                board: board.clone(),
+                outbox: outbox.clone(),
+                delivery: delivery_status,
+                last_failure,
+                tap: tap.clone(),
+            };
+            Some(admin::serve(addr, ctx, admin_stop.clone()).await?)
+        }
         None => None,
     };
 
@@ -71,8 +87,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         health.update(|h| {
             h.pbx.insert(pbx.id.name.to_string(), Check::failing("connecting"));
         });
+        board.add_pbx(pbx.id.name.as_ref());
         let (sink, stop, id) = (
-            LinkWatch { inner: ChannelSink(tx.clone()), health: health.clone() },
+            LinkWatch { inner: ChannelSink(tx.clone()), health: health.clone(), board: board.clone() },
             adapters_stop.clone(),
             pbx.id.clone(),
         );
@@ -120,8 +137,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let cores = Cores::new(NumberCache::new(config.numbers.clone(), NUMBER_CACHE), correlator, lifecycle);
     let inputs = Inputs { adapters: rx, legs: legs_rx };
     let mut pipeline_task = tokio::spawn({
-        let outbox = outbox.clone();
-        async move { pipeline::run(inputs, cores, &mut OutboxSink { outbox }, &mut Watchdog::from_env()).await }
+        let mut sink = TapSink { inner: OutboxSink { outbox: outbox.clone() }, tap, board };
+        async move { pipeline::run(inputs, cores, &mut sink, &mut Watchdog::from_env()).await }
     });
     health.update(|h| h.pipeline = Check::ok("running"));
 
@@ -190,11 +207,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 }
 
-/// The adapters' sink: forwards to the pipeline and mirrors link states into health and the
-/// `pbx_listener_pbx_link_up` gauge.
+/// The adapters' sink: forwards to the pipeline and mirrors link states into health, the
+/// status board and the `pbx_listener_pbx_link_up` gauge.
 struct LinkWatch {
     inner: ChannelSink,
     health: Health,
+    board: StatusBoard,
 }
 
 impl SignalSink for LinkWatch {
@@ -213,6 +231,9 @@ impl SignalSink for LinkWatch {
             self.health.update(|h| {
                 h.pbx.insert(pbx.name.to_string(), check);
             });
+            if self.board.link_changed(pbx.name.as_ref(), state, listener_kit::clock::now().0) {
+                metrics::counter!("pbx_listener_pbx_reconnects_total", "pbx" => pbx.name.to_string()).increment(1);
+            }
         }
         self.inner.send(event)
     }

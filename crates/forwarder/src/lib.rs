@@ -87,6 +87,41 @@ pub struct DeliveryStatus {
     pub retried: u64,
 }
 
+/// The last failed delivery attempt, for `pbx-listener status` ("why is the platform unhappy?").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFailure {
+    /// When it failed (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The HTTP status, or `None` for a network error.
+    pub status: Option<u16>,
+    /// What happened to the event.
+    pub outcome: FailureOutcome,
+    /// The response excerpt (`HTTP <status>: <body start>`) or the network error.
+    pub error: String,
+}
+
+/// What a failed attempt did to its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureOutcome {
+    /// Kept, retried after the backoff.
+    Retrying,
+    /// Moved to the quarantine (a 4xx other than 408/410/429).
+    Quarantined,
+    /// Kept; delivery stopped (410 Gone).
+    Gone,
+}
+
+impl FailureOutcome {
+    /// A stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureOutcome::Retrying => "retrying",
+            FailureOutcome::Quarantined => "quarantined",
+            FailureOutcome::Gone => "gone",
+        }
+    }
+}
+
 /// The HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client: {0}")]
@@ -104,6 +139,7 @@ pub enum ForwarderError {
 pub struct Forwarder {
     ctx: Arc<Ctx>,
     status: watch::Sender<DeliveryStatus>,
+    last_failure: watch::Sender<Option<DeliveryFailure>>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -152,12 +188,21 @@ impl Forwarder {
             quarantined: 0,
             retried: 0,
         });
-        Ok(Forwarder { ctx: Arc::new(Ctx { outbox, settings, client }), status })
+        Ok(Forwarder {
+            ctx: Arc::new(Ctx { outbox, settings, client }),
+            status,
+            last_failure: watch::Sender::new(None),
+        })
     }
 
     /// A receiver of the delivery status (take it before calling [`Forwarder::run`]).
     pub fn status(&self) -> watch::Receiver<DeliveryStatus> {
         self.status.subscribe()
+    }
+
+    /// A receiver of the last failed attempt (`None` until one fails; kept after recovery).
+    pub fn last_failure(&self) -> watch::Receiver<Option<DeliveryFailure>> {
+        self.last_failure.subscribe()
     }
 
     /// Delivers until `shutdown` resolves (then returns `Ok`; requests in flight are
@@ -235,6 +280,20 @@ impl Forwarder {
         }
         let now = now_ms();
         let id = done.event.id.as_str();
+        let failed = match done.verdict {
+            Verdict::Delivered => None,
+            Verdict::Reject => Some(FailureOutcome::Quarantined),
+            Verdict::Gone => Some(FailureOutcome::Gone),
+            Verdict::Retry { .. } => Some(FailureOutcome::Retrying),
+        };
+        if let Some(outcome) = failed {
+            self.last_failure.send_replace(Some(DeliveryFailure {
+                at_ms: now,
+                status: done.status,
+                outcome,
+                error: done.error.clone(),
+            }));
+        }
         match done.verdict {
             Verdict::Delivered | Verdict::Reject => {
                 if let Some(recovered) = gate.on_answer(now) {
