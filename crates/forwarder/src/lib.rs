@@ -163,9 +163,6 @@ struct Attempt {
     written: Result<(), OutboxError>,
 }
 
-fn now_ms() -> u64 {
-    listener_kit::clock::now().0
-}
 
 impl Forwarder {
     /// A forwarder delivering from `outbox` as `settings` say.
@@ -217,7 +214,7 @@ impl Forwarder {
         let mut keys: HashSet<String> = HashSet::new();
         let max = settings.max_concurrency;
         loop {
-            let now = now_ms();
+            let now = listener_kit::clock::now().0;
             let permit = gate.permit(now);
             let room = match permit {
                 Permit::All => max.saturating_sub(in_flight.len()),
@@ -278,7 +275,7 @@ impl Forwarder {
             }
             tracing::warn!(event_id = done.event.id, error = %e, "Could not record a delivery outcome; the event will be sent again");
         }
-        let now = now_ms();
+        let now = listener_kit::clock::now().0;
         let id = done.event.id.as_str();
         let failed = match done.verdict {
             Verdict::Delivered => None,

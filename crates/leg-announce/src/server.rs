@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use listener_kit::LogGate;
 
 use bytes::Bytes;
 use correlation::LegUpdate;
@@ -195,7 +197,8 @@ struct State {
     max_body_bytes: usize,
     body_timeout: Duration,
     tx: mpsc::Sender<LegUpdate>,
-    warn: Mutex<Option<Instant>>,
+    /// Refusals and cut-off connections: one warning per 10 s for the whole endpoint.
+    warn: LogGate,
     replay: Mutex<ReplayGuard>,
 }
 
@@ -227,7 +230,7 @@ impl LegAnnounceServer {
             max_body_bytes,
             body_timeout: limits.body,
             tx,
-            warn: Mutex::new(None),
+            warn: LogGate::every(10_000),
             replay: Mutex::new(ReplayGuard::new(DEFAULT_TOLERANCE_SECS, limits.max_ids)),
         });
         tokio::select! {
@@ -485,12 +488,7 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
 
 /// Whether a warning may be logged now: at most one every 10 s for the whole endpoint.
 fn may_warn(state: &State) -> bool {
-    let mut last = state.warn.lock().unwrap_or_else(PoisonError::into_inner);
-    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-        *last = Some(Instant::now());
-        return true;
-    }
-    false
+    state.warn.allow_now().is_some()
 }
 
 /// Counts a refused request and logs it at most every 10 s.
@@ -512,7 +510,7 @@ fn is_json(req: &Request<Incoming>) -> bool {
 }
 
 fn unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    listener_kit::clock::now().0 / 1000
 }
 
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Full<Bytes>>, Infallible> {

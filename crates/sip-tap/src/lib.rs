@@ -46,7 +46,7 @@ pub mod sip;
 mod tap;
 
 pub use config::SipTapConfig;
-pub use events::{LogLimiter, Transport};
+pub use events::Transport;
 pub use learner::{LearnerConfig, LegLearner};
 pub use server::{SipTap, SipTapError, StatsHandle};
 pub use tap::{TapCore, TapSettings, TapStats};

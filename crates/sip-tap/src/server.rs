@@ -4,17 +4,20 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use correlation::LegUpdate;
-use listener_core::{SourceLimiter, UnixMillis};
+use listener_core::SourceLimiter;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::config::SipTapConfig;
-use crate::events::{self, LogLimiter, Transport};
+use listener_kit::LogGate;
+use listener_kit::clock::now;
+
+use crate::events::{self, Transport};
 use crate::hep;
 use crate::tap::{TapCore, TapSettings, TapStats};
 
@@ -198,10 +201,6 @@ async fn bind_udp(key: &'static str, addr: Option<SocketAddr>) -> Result<Option<
     }
 }
 
-fn now() -> UnixMillis {
-    UnixMillis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
-}
-
 /// Feeds one input to the core and takes its updates out (the lock is never held across an
 /// await).
 fn feed(core: &Mutex<TapCore>, f: impl FnOnce(&mut TapCore)) -> Vec<LegUpdate> {
@@ -275,7 +274,7 @@ async fn tcp_loop(
     let limit = Arc::new(Semaphore::new(config.max_tcp_connections.max(1)));
     let sources = SourceLimiter::new(config.max_tcp_connections_per_source);
     let idle = Duration::from_secs(config.tcp_idle_timeout_secs.max(1));
-    let mut log = LogLimiter::new(10_000);
+    let log = LogGate::every(10_000);
     // Dropping the set (when `run` returns) aborts every connection.
     let mut connections = JoinSet::new();
     loop {
@@ -286,7 +285,7 @@ async fn tcp_loop(
             r = listener.accept() => match r {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    events::accept_failed(&mut log, now(), &e);
+                    events::accept_failed(&log, now(), &e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -294,7 +293,7 @@ async fn tcp_loop(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let Some(place) = sources.try_acquire(peer.ip()) else {
-            events::connection_refused(&mut log, now(), peer, config.max_tcp_connections_per_source);
+            events::connection_refused(&log, now(), peer, config.max_tcp_connections_per_source);
             continue;
         };
         tracing::debug!(%peer, "HEP TCP connection accepted.");
