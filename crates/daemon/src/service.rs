@@ -111,7 +111,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut leg_tasks = JoinSet::new();
     if let Some(legs) = &config.legs {
         let server =
-            LegAnnounceServer::bind(legs).await.context("starting the leg announcement endpoint (`[legs]`)")?;
+            LegAnnounceServer::bind_loaded(legs).await.context("starting the leg announcement endpoint (`[legs]`)")?;
         let addr = server.local_addr().context("reading the announcement endpoint's address")?;
         info!(address = %addr, "Leg announcement endpoint listening.");
         let (tx, stop) = (legs_tx.clone(), legs_stop.clone());
@@ -122,7 +122,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         });
     }
     if let Some(tap_config) = &config.sip_tap {
-        let tap = SipTap::bind(tap_config.clone()).await.context("starting the SIP tap (`[sip_tap]`)")?;
+        let tap = SipTap::bind_loaded(tap_config.clone()).await.context("starting the SIP tap (`[sip_tap]`)")?;
         info!(hep_udp = ?tap.hep_udp_addr(), hep_tcp = ?tap.hep_tcp_addr(), sip_udp = ?tap.sip_udp_addr(), "SIP tap listening.");
         let (tx, stop) = (legs_tx.clone(), legs_stop.clone());
         leg_tasks.spawn(async move {

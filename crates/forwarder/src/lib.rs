@@ -163,7 +163,6 @@ struct Attempt {
     written: Result<(), OutboxError>,
 }
 
-
 impl Forwarder {
     /// A forwarder delivering from `outbox` as `settings` say.
     pub fn new(outbox: Outbox, settings: ForwarderSettings) -> Result<Forwarder, ClientError> {

@@ -48,7 +48,7 @@ mod tap;
 pub use config::SipTapConfig;
 pub use events::Transport;
 pub use learner::{LearnerConfig, LegLearner};
-pub use server::{SipTap, SipTapError, StatsHandle};
+pub use server::{SipTap, SipTapError, SipTapSettings, StatsHandle};
 pub use tap::{TapCore, TapSettings, TapStats};
 
 #[cfg(test)]

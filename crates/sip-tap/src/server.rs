@@ -21,11 +21,12 @@ use crate::events::{self, Transport};
 use crate::hep;
 use crate::tap::{TapCore, TapSettings, TapStats};
 
-/// Why the tap could not start or stopped.
+/// Why the tap could not start or stopped. [`SipTapError::key`] names the `[sip_tap]` key the
+/// error is about; the message says what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum SipTapError {
     /// A listen address could not be bound.
-    #[error("{key} = {addr}: cannot listen: {source}")]
+    #[error("{addr}: cannot listen: {source}")]
     Bind {
         /// The configuration key.
         key: &'static str,
@@ -36,7 +37,7 @@ pub enum SipTapError {
         source: std::io::Error,
     },
     /// The HEP auth key file could not be read, or is empty.
-    #[error("hep_auth_key_file = {path}: {reason}")]
+    #[error("{path}: {reason}")]
     AuthKeyFile {
         /// The file.
         path: String,
@@ -44,7 +45,7 @@ pub enum SipTapError {
         reason: String,
     },
     /// A number is outside its range.
-    #[error("sip_tap.{key}: must be from {min} to {max} {unit}, not {value}")]
+    #[error("must be between {min} and {max} {unit}, not {value}")]
     OutOfRange {
         /// The key.
         key: &'static str,
@@ -85,9 +86,40 @@ impl SipTapError {
     }
 }
 
+/// `[sip_tap]` loaded ([`SipTapConfig::load`]): ranges checked, the HEP key read. What the
+/// daemon's configuration holds and [`SipTap::bind_loaded`] starts from. `Debug` shows no key.
+#[derive(Clone)]
+pub struct SipTapSettings {
+    config: SipTapConfig,
+    hep_auth_key: Option<Vec<u8>>,
+}
+
+impl SipTapSettings {
+    /// The section as written (paths as resolved by the caller).
+    pub fn config(&self) -> &SipTapConfig {
+        &self.config
+    }
+}
+
+impl std::fmt::Debug for SipTapSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipTapSettings")
+            .field("config", &self.config)
+            .field("hep_auth_key", &self.hep_auth_key.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
 impl SipTapConfig {
-    /// Checks the connection limits' ranges: what `check-config` runs (with
-    /// [`SipTapConfig::load_auth_key`]), and what [`SipTap::bind`] starts with.
+    /// Checks the ranges and reads the HEP key file: what `check-config` runs and the daemon
+    /// keeps.
+    pub fn load(&self) -> Result<SipTapSettings, SipTapError> {
+        self.validate()?;
+        let hep_auth_key = self.load_auth_key()?;
+        Ok(SipTapSettings { config: self.clone(), hep_auth_key })
+    }
+
+    /// Checks the connection limits' ranges.
     pub fn validate(&self) -> Result<(), SipTapError> {
         let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
         let checks = [
@@ -107,8 +139,7 @@ impl SipTapConfig {
         }
     }
 
-    /// Reads `hep_auth_key_file` (surrounding whitespace ignored; an empty key is an error):
-    /// what `check-config` runs, and what [`SipTap::bind`] starts with.
+    /// Reads `hep_auth_key_file` (surrounding whitespace ignored; an empty key is an error).
     pub fn load_auth_key(&self) -> Result<Option<Vec<u8>>, SipTapError> {
         let Some(path) = &self.hep_auth_key_file else { return Ok(None) };
         let bad = |reason: String| SipTapError::AuthKeyFile { path: path.display().to_string(), reason };
@@ -122,10 +153,14 @@ impl SipTapConfig {
 }
 
 impl SipTap {
-    /// Binds every configured listener and reads the auth key file.
+    /// Loads `config` ([`SipTapConfig::load`]) and binds it.
     pub async fn bind(config: SipTapConfig) -> Result<SipTap, SipTapError> {
-        config.validate()?;
-        let hep_auth_key = config.load_auth_key()?;
+        SipTap::bind_loaded(config.load()?).await
+    }
+
+    /// Binds every listener of settings loaded earlier.
+    pub async fn bind_loaded(settings: SipTapSettings) -> Result<SipTap, SipTapError> {
+        let SipTapSettings { config, hep_auth_key } = settings;
         let hep_udp = bind_udp("hep_udp_listen", config.hep_udp_listen).await?;
         let sip_udp = bind_udp("sip_udp_listen", config.sip_udp_listen).await?;
         let hep_tcp = match config.hep_tcp_listen {
