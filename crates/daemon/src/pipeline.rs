@@ -342,7 +342,7 @@ mod tests {
     #[test]
     fn a_resync_closes_a_call_that_was_still_waiting_for_its_leg() {
         let mut cores = cores();
-        let pbx = PbxId::new("site-1", PbxType::new("avaya-r11"));
+        let pbx = PbxId::new("site-1", PbxType::new("test-pbx"));
         cores.handle(AdapterEvent::Signal(PbxSignal {
             pbx: pbx.clone(),
             at: now(),

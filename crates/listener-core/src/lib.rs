@@ -50,7 +50,9 @@ mod source_limit;
 
 pub use adapter::{Adapter, AdapterError, AdapterEvent, BoxFuture, LinkState, SignalSink, SinkClosed};
 pub use binding::{CorrelatedSignal, LegBinding, MatchMethod};
-pub use kind::{AdapterState, LoadContext, PbxKind, SettingError, SettingErrors, serde_fields};
+pub use kind::{
+    AdapterState, LoadContext, MetricDescription, MetricKind, PbxKind, SettingError, SettingErrors, serde_fields,
+};
 pub use lifecycle::{CallLifecycle, EventContext, OutgoingEvent, RestoreError, STANDARD_META_KEYS, StateChange};
 pub use number::{NumberCache, NumberPlan, NumberPlanError, WITHHELD};
 pub use secret::Secret;

@@ -85,9 +85,9 @@ fn bad_values_are_errors_with_lines() {
 
 #[test]
 fn pbx_blocks_are_checked() {
-    let errs = errors(&EXAMPLE.replace("type = \"avaya-r11\"", "type = \"avaya-r12\""));
+    let errs = errors(&EXAMPLE.replace("type = \"avaya-r11\"", "type = \"nortel-meridian\""));
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].contains("pbx[0].type") && errs[0].contains("unknown PBX type \"avaya-r12\""), "{errs:?}");
+    assert!(errs[0].contains("pbx[0].type") && errs[0].contains("unknown PBX type \"nortel-meridian\""), "{errs:?}");
     let two = format!("{EXAMPLE}\n[[pbx]]\nname = \"hq\"\ntype = \"avaya-r11\"\n");
     let errs = errors(&two);
     assert!(errs.iter().any(|e| e.contains("pbx[1].name") && e.contains("already named \"hq\"")), "{errs:?}");
