@@ -258,6 +258,15 @@ fn validate(
             check.at(&KeyPath::keys(&["meta"]), "tag names must not be empty");
         }
     }
+    if !(1..=15).contains(&raw.numbers.max_extension_digits) {
+        check.at(
+            &KeyPath::keys(&["numbers", "max_extension_digits"]),
+            format!(
+                "must be between 1 and 15 digits (E.164 numbers have at most 15), not {}",
+                raw.numbers.max_extension_digits
+            ),
+        );
+    }
     let numbers = match NumberPlan::new(&raw.numbers.default_region, raw.numbers.max_extension_digits) {
         Ok(plan) => Some(plan),
         Err(e) => {
