@@ -116,10 +116,20 @@ async fn reload_keeps_running_on_errors_and_restarts_only_what_changed() {
     assert!(arrived >= 2, "{}", rig.log());
 
     // 1. A broken file: refused with the error as check-config prints it; nothing stops.
+    // `pbx-listener reload` (what `systemctl reload` runs) signals and waits for the verdict.
     std::fs::write(rig.config(), original.replace("[account]\n", "[account]\nbogus = 1\n")).unwrap();
-    rig.signal("HUP").unwrap();
-    eventually("the refused reload", &rig, || rig.log().contains("Reload refused: the configuration has an error."));
+    let reload = |rig: &ListenerRig| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pbx-listener"))
+            .args(["reload", "--pid", &rig.pid().unwrap().to_string(), "--admin", &rig.admin().to_string()])
+            .output()
+            .unwrap()
+    };
+    let out = reload(&rig);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("pbx-listener.toml:2:1: `account.bogus`: unknown field `bogus`"), "{stderr}");
     let log = rig.log();
+    assert!(log.contains("Reload refused: the configuration has an error."), "{log}");
     assert!(log.contains("pbx-listener.toml:2:1: `account.bogus`: unknown field `bogus`"), "{log}");
     assert!(rig.is_running());
 
@@ -130,7 +140,9 @@ async fn reload_keeps_running_on_errors_and_restarts_only_what_changed() {
     std::fs::write(rig.config(), &changed).unwrap();
     let before = rig.platform().distinct_accepted();
     assert!(before < 10, "the calls are still in progress when the reload comes ({before} of 10 events)");
-    rig.signal("HUP").unwrap();
+    let out = reload(&rig);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reload ok: PBX restarted: branch"));
     eventually("the applied reload", &rig, || rig.log().contains("Configuration reloaded."));
     assert!(rig.log().contains("PBX restarted: branch"), "{}", rig.log());
 

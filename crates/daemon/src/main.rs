@@ -14,6 +14,7 @@ mod outbox_cli;
 mod pbx_types;
 mod pipeline;
 mod reload;
+mod reload_cli;
 mod service;
 mod sinks;
 mod status;
@@ -49,6 +50,9 @@ fn main() -> ExitCode {
         },
         Some(Command::Status(ref args)) => {
             ExitCode::from(on_small_runtime(status_cli::run(args, &cli.config)).unwrap_or(status_cli::EXIT_UNKNOWN))
+        }
+        Some(Command::Reload(ref args)) => {
+            ExitCode::from(on_small_runtime(reload_cli::run(args, &cli.config)).unwrap_or(1))
         }
         Some(Command::Tail(ref args)) => {
             ExitCode::from(on_small_runtime(tail_cli::run(args, &cli.config)).unwrap_or(status_cli::EXIT_UNKNOWN))
