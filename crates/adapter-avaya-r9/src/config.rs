@@ -257,7 +257,7 @@ pub const DELTA2_RANGES: [Range; 5] = [
 impl SmdrConfig {
     /// SMDR in listen mode on `listen`, every other key at its default.
     pub fn listen(listen: impl Into<String>) -> SmdrConfig {
-        SmdrConfig { mode: SmdrMode::Listen, listen: Some(listen.into()), ..SmdrConfig::connect(0) }
+        SmdrConfig { mode: SmdrMode::Listen, listen: Some(listen.into()), port: None, ..SmdrConfig::connect(0) }
     }
 
     /// SMDR in connect mode to the IP Office's `port`.

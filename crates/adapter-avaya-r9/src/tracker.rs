@@ -824,6 +824,12 @@ impl Tracker {
             .iter()
             .find(|(e, w)| **w == DevState::Connected && call.devices.get(*e) != Some(&DevState::Connected))
             .map(|(e, _)| e.clone());
+        // Where a transfer went: the device that answered, else the one now ringing.
+        let new_target = new_connected.clone().or_else(|| {
+            want.iter()
+                .find(|(e, w)| **w == DevState::Ringing && !call.devices.contains_key(*e))
+                .map(|(e, _)| e.clone())
+        });
         for (ext, prev) in &call.devices {
             if !prev.open() || want.contains_key(ext) {
                 continue;
@@ -842,7 +848,7 @@ impl Tracker {
                 },
                 _ if parked_now || s.cause() == cause::PARKED => CallChange::Parked { slot: call.park_slot.clone() },
                 _ if s.cause() == cause::TRANSFER || new_connected.is_some() => {
-                    CallChange::Transferred { to: new_connected.clone() }
+                    CallChange::Transferred { to: new_target.clone() }
                 }
                 _ => CallChange::Disconnected { reason: DisconnectReason::Normal },
             };
