@@ -9,7 +9,10 @@
 //! - [`avaya_r9`]: an IP Office R9's SMDR (both directions, buffer and replay) and a DevLink
 //!   relay's Delta2 feed, playing scripted calls;
 //! - [`announce`]: the platform's leg announcements (signed Level 2 B-leg events);
-//! - [`sip_peers`]: real SIP peers for tests (SIPp through Kamailio, mirrored as HEPv3).
+//! - [`sip_peers`]: real SIP peers for tests (SIPp through Kamailio, mirrored as HEPv3);
+//! - [`conformance`]: the suite every PBX type passes: the real daemon against a simulator,
+//!   its Level 3 sequences compared with a scenario's;
+//! - [`demo`]: the simulated PBXs `pbx-listener demo` runs, and their simulated platform.
 //!
 //! Each module is also a `pbx-sim` subcommand.
 
@@ -18,6 +21,8 @@
 pub mod announce;
 pub mod avaya_r11;
 pub mod avaya_r9;
+pub mod conformance;
+pub mod demo;
 pub mod platform;
 pub mod sip_peers;
 

@@ -107,6 +107,56 @@ pub async fn run_cli(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The scenarios the demo plays, in turn, for ever.
+const DEMO_SCENARIOS: [&str; 6] = ["answered", "hunt-group", "transfer", "park", "voicemail", "missed"];
+
+/// Pause between the demo's calls.
+const DEMO_GAP: Duration = Duration::from_millis(1_500);
+
+/// `pbx-listener demo --pbx avaya-r9`: a simulated IP Office R9 whose SMDR the real adapter
+/// reads (the IP Office listens, the adapter connects), and the `[[pbx]]` keys for it. Before
+/// each call the platform announces its B leg (caller and DID: SMDR has no SIP Call-ID); SMDR
+/// reports the call when it ends, and correlation binds it on the PBX's call start.
+pub async fn demo(
+    platform: crate::demo::DemoPlatform,
+    stop: crate::demo::DemoFuture,
+) -> anyhow::Result<crate::demo::DemoPbx> {
+    let sim = R9Sim::start(R9SimConfig::fast(SmdrSide::Listen(SocketAddr::from(([127, 0, 0, 1], 0)))))
+        .await
+        .context("starting the simulated IP Office R9")?;
+    let port = sim.smdr_addr().map_or(0, |a| a.port());
+    let block = format!(
+        "host = \"127.0.0.1\"\ntimezone = {:?}\n\
+         smdr = {{ mode = \"connect\", port = {port}, reconnect_min_ms = 200, reconnect_max_secs = 2 }}\n",
+        sim.shared.config.timezone
+    );
+    let play = async move {
+        let run = async {
+            sim.wait_for_smdr_collectors(1).await;
+            let mut n: u64 = 100;
+            loop {
+                for name in DEMO_SCENARIOS {
+                    let Some(scenario) = Scenario::named(name, n) else { continue };
+                    let spec = CallSpec::numbered(n);
+                    platform.announce(&platform.leg(n, None, &spec.caller, &spec.did)).await;
+                    // The PBX writes the record when the call ends, long after the platform
+                    // announced the leg; half a second stands for that here.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    sim.play(&scenario).await;
+                    n += 1;
+                    tokio::time::sleep(DEMO_GAP).await;
+                }
+            }
+        };
+        tokio::select! {
+            () = run => {}
+            () = stop => {}
+        }
+        sim.stop().await;
+    };
+    Ok(crate::demo::DemoPbx { name: "demo-ipoffice-r9", block, play: Box::pin(play) })
+}
+
 /// Who opens the SMDR connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmdrSide {
