@@ -289,6 +289,11 @@ pub struct Tracker {
     d2_calls: HashMap<String, D2Call>,
     /// Delta2 calls that ended (by their CallID): SMDR never emits them again.
     d2_done: Remembered<String>,
+    /// Call IDs SMDR emitted: Delta2 lines about them that come late are dropped.
+    smdr_emitted: Remembered<String>,
+    /// Our link to the relay is up and the relay reports its DevLink link operational.
+    delta2_up: bool,
+    relay_ok: bool,
     timers: BTreeSet<(UnixMillis, Timer)>,
     out: VecDeque<AdapterEvent>,
 }
@@ -309,6 +314,9 @@ impl Tracker {
             awaiting_delta2: HashMap::new(),
             d2_calls: HashMap::new(),
             d2_done: Remembered::new(settings.remember_calls),
+            smdr_emitted: Remembered::new(settings.remember_calls),
+            delta2_up: false,
+            relay_ok: true,
             timers: BTreeSet::new(),
             out: VecDeque::new(),
         }
@@ -345,6 +353,9 @@ impl Tracker {
                 continue;
             }
             self.checkpoint(key.clone(), None);
+        }
+        for (_, k) in &done {
+            self.smdr_emitted.insert(k.call_id.clone());
         }
         self.smdr_done.restore(done);
         self.d2_done.restore(d2_done);
@@ -528,11 +539,14 @@ impl Tracker {
                 self.remember_smdr(&key, f.checkpointed);
                 return;
             }
-            if let Some(call) = self.d2_calls.get(&key.call_id)
-                && call.gap.is_none()
-                && f.complete
-            {
+            let healthy = self.delta2_up && self.relay_ok;
+            let waits = match self.d2_calls.get(&key.call_id) {
                 // Delta2 shows it live and healthy: its `D` is on the way.
+                Some(call) => call.gap.is_none(),
+                // Delta2 is healthy but has not shown it (yet): its lines may lag SMDR's.
+                None => healthy,
+            };
+            if waits && f.complete {
                 let at = f.arrival.plus_ms(self.settings.delta2_grace_ms);
                 self.timers.insert((at, Timer::Delta2Grace(key.clone())));
                 self.awaiting_delta2.insert(key, f);
@@ -562,9 +576,15 @@ impl Tracker {
                     base.insert("smdrLocalTime".into(), "dst-repeated".into());
                 }
             }
-            match self.d2_calls.remove(&key.call_id) {
-                Some(d2) => self.complete_delta2_call(&key.call_id, d2, timeline, base),
-                None => self.emit_timeline(PbxCallId(key.call_id.clone()), start, &timeline, &base),
+            if self.d2_done.contains(&key.call_id) {
+                // Delta2 showed the whole call meanwhile.
+            } else if let Some(d2) = self.d2_calls.remove(&key.call_id) {
+                self.complete_delta2_call(&key.call_id, d2, timeline, base);
+            } else {
+                self.emit_timeline(PbxCallId(key.call_id.clone()), start, &timeline, &base);
+                if self.settings.delta2 {
+                    self.smdr_emitted.insert(key.call_id.clone());
+                }
             }
         }
         self.remember_smdr(key, checkpointed);
@@ -652,6 +672,7 @@ impl Tracker {
 
     /// Our link to the relay came up (`true`) or went down.
     pub fn handle_delta2_link(&mut self, now: UnixMillis, up: bool) {
+        self.delta2_up = up;
         if up {
             for call in self.d2_calls.values_mut() {
                 call.seen_since_connect = false;
@@ -696,6 +717,7 @@ impl Tracker {
                 Delta2Handled::Used
             }
             Delta2Line::Comms { state, missed } => {
+                self.relay_ok = state == 0;
                 if state != 0 || missed > 0 {
                     self.delta2_gap(now);
                 }
@@ -737,7 +759,7 @@ impl Tracker {
     fn d2_status(&mut self, now: UnixMillis, s: &Status<'_>) -> Delta2Handled {
         let call_id = s.call_id();
         let key = if !call_id.is_empty() && call_id != "0" { call_id.to_owned() } else { format!("a:{}", s.a_id()) };
-        if self.d2_done.contains(&key) {
+        if self.d2_done.contains(&key) || self.smdr_emitted.contains(&key) {
             // A late status of a call that ended.
             return Delta2Handled::Ignored;
         }

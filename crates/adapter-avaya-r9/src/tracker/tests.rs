@@ -510,3 +510,36 @@ fn relay_comms_trouble_is_a_gap() {
          10:00:14 smdr 777 - ended {completedBy=smdr}",
     );
 }
+
+#[test]
+fn smdr_waits_for_a_healthy_delta2_that_lags_and_late_delta2_lines_are_dropped() {
+    let t = utc("2024-05-01T10:00:00");
+    // SMDR's record comes before Delta2's first line of the call: it waits; Delta2 shows the
+    // call whole within the grace time; SMDR adds nothing.
+    let mut run = Run::new(with_delta2());
+    run.feed(vec![
+        (t, In::Delta2Link(true)),
+        (t.plus_ms(14_000), In::Smdr(D2_CALL_SMDR)),
+        (t.plus_ms(14_100), s("777", 1, ("21", "Alice (4001)", 1), "", 0, &[])),
+        (t.plus_ms(14_200), s("777", 2, ("21", "Alice (4001)", 2), "", 0, &[])),
+        (t.plus_ms(14_300), In::Delta2("CALL: D 11,21,777".into())),
+    ])
+    .finish();
+    assert!(run.out.iter().all(|l| l.contains(" delta2 ")), "{:#?}", run.out);
+    assert_eq!(run.out.len(), 4);
+    // Delta2 lags more than the grace time: SMDR emits the call, Delta2's late lines are dropped.
+    let mut late = Run::new(with_delta2());
+    late.feed(vec![
+        (t, In::Delta2Link(true)),
+        (t.plus_ms(14_000), In::Smdr(D2_CALL_SMDR)),
+        (t.plus_ms(30_000), s("777", 2, ("21", "Alice (4001)", 2), "", 0, &[])),
+        (t.plus_ms(30_100), In::Delta2("CALL: D 11,21,777".into())),
+    ])
+    .finish()
+    .check(
+        "10:00:00 smdr 777 4001 ringing
+         10:00:04 smdr 777 4001 connected
+         10:00:14 smdr 777 4001 disconnected normal
+         10:00:14 smdr 777 - ended",
+    );
+}
