@@ -45,8 +45,6 @@ pub const VOICEMAIL: &str = "voicemail";
 pub struct Segment {
     /// Call Start as written.
     pub call_start: CallStart,
-    /// Call ID.
-    pub call_id: String,
     /// Whether more segments follow.
     pub continuation: bool,
     /// Ring, connected, hold, park seconds.
@@ -79,7 +77,6 @@ impl From<&SmdrRecord<'_>> for Segment {
     fn from(r: &SmdrRecord<'_>) -> Segment {
         Segment {
             call_start: r.call_start,
-            call_id: r.call_id.to_string(),
             continuation: r.continuation,
             ring_secs: r.ring_secs,
             connected_secs: r.connected_secs,
@@ -90,8 +87,9 @@ impl From<&SmdrRecord<'_>> for Segment {
             caller: r.caller.to_string(),
             called_number: r.called_number.to_string(),
             dialled_number: r.dialled_number.to_string(),
-            party1: r.party1.clone().into_owned(),
-            party2: r.party2.clone().into_owned(),
+            // Names are not needed to rebuild the call: not copied.
+            party1: Device { kind: r.party1.kind, number: r.party1.number.to_string().into(), name: "".into() },
+            party2: Device { kind: r.party2.kind, number: r.party2.number.to_string().into(), name: "".into() },
             targeting_cause: r.targeting_cause.to_string(),
         }
     }

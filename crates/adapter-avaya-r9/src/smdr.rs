@@ -197,11 +197,21 @@ pub fn line_text(line: &[u8]) -> Cow<'_, str> {
         let clean: Vec<u8> = line.iter().copied().filter(|b| *b != 0).collect();
         Cow::Owned(String::from_utf8_lossy(&clean).into_owned())
     } else {
-        String::from_utf8_lossy(line)
+        match std::str::from_utf8(line) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(line),
+        }
     };
     match text {
-        Cow::Borrowed(s) => Cow::Borrowed(s.trim_end_matches([' ', '\t', '\r'])),
-        Cow::Owned(s) => Cow::Owned(s.trim_end_matches([' ', '\t', '\r']).to_owned()),
+        Cow::Borrowed(s) => Cow::Borrowed(s.trim_ascii_end()),
+        Cow::Owned(s) => Cow::Owned(s.trim_ascii_end().to_owned()),
+    }
+}
+
+impl SmdrRecord<'_> {
+    /// The Call ID as a number (the parser accepts at most 19 digits).
+    pub fn call_id_number(&self) -> u64 {
+        self.call_id.parse().unwrap_or(0)
     }
 }
 
@@ -209,11 +219,16 @@ pub fn line_text(line: &[u8]) -> Cow<'_, str> {
 pub fn parse(text: &str) -> Result<SmdrRecord<'_>, SmdrError> {
     let mut f: [&str; MAX_FIELDS] = [""; MAX_FIELDS];
     let mut count = 0;
-    for (i, field) in text.split(',').enumerate() {
-        if i < MAX_FIELDS {
-            f[i] = field.trim();
+    let mut from = 0;
+    // Split on the comma byte (a UTF-8 continuation byte is never 0x2C).
+    for (i, b) in text.bytes().enumerate().chain(std::iter::once((text.len(), b','))) {
+        if b == b',' {
+            if count < MAX_FIELDS {
+                f[count] = text[from..i].trim_ascii();
+            }
+            count += 1;
+            from = i + 1;
         }
-        count = i + 1;
     }
     if count < MIN_FIELDS {
         return Err(SmdrError::TooFewFields(count));
@@ -232,7 +247,8 @@ pub fn parse(text: &str) -> Result<SmdrRecord<'_>, SmdrError> {
         _ => return Err(bad(5, "direction")),
     };
     let is_internal = matches!(f[8], "1" | "I" | "i");
-    if f[9].is_empty() || !f[9].bytes().all(|b| b.is_ascii_digit()) {
+    // At most 19 digits: every Call ID is then a u64.
+    if f[9].is_empty() || f[9].len() > 19 || !f[9].bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad(10, "call-id"));
     }
     let continuation = match f[10] {

@@ -132,22 +132,52 @@ pub enum Delta2Handled {
 }
 
 /// An SMDR call: Call ID + Call Start (Call IDs restart when the PBX restarts).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SmdrKey {
-    call_id: String,
+    call_id: u64,
     start: CallStart,
 }
 
 impl fmt::Display for SmdrKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.call_id, self.start)
+        let mut s = String::new();
+        self.push_to(&mut s);
+        f.write_str(&s)
     }
 }
 
 impl SmdrKey {
+    /// `prefix` + `<call id>@YYYY/MM/DD HH:MM[:SS]` (written by hand: checkpoint keys are made
+    /// for every call, and `format!` showed in profiles).
+    fn with_prefix(&self, prefix: &str) -> String {
+        let mut s = String::with_capacity(prefix.len() + 40);
+        s.push_str(prefix);
+        self.push_to(&mut s);
+        s
+    }
+
+    fn push_to(&self, s: &mut String) {
+        push_number(s, self.call_id, 1);
+        s.push('@');
+        let st = &self.start;
+        push_number(s, st.year as u64, 4);
+        s.push('/');
+        push_number(s, st.month as u64, 2);
+        s.push('/');
+        push_number(s, st.day as u64, 2);
+        s.push(' ');
+        push_number(s, st.hour as u64, 2);
+        s.push(':');
+        push_number(s, st.minute as u64, 2);
+        if st.has_seconds {
+            s.push(':');
+            push_number(s, st.second as u64, 2);
+        }
+    }
+
     fn parse(s: &str) -> Option<SmdrKey> {
         let (id, start) = s.split_once('@')?;
-        Some(SmdrKey { call_id: id.to_owned(), start: smdr::parse_call_start(start)? })
+        Some(SmdrKey { call_id: id.parse().ok()?, start: smdr::parse_call_start(start)? })
     }
 }
 
@@ -162,6 +192,8 @@ enum Timer {
 struct Finished {
     segments: Vec<Segment>,
     arrival: UnixMillis,
+    /// Call Start as an instant, read when the first segment arrived.
+    start: (UnixMillis, Reading),
     complete: bool,
     /// Its segments were checkpointed (more than one): the checkpoint must be deleted.
     checkpointed: bool,
@@ -170,16 +202,76 @@ struct Finished {
 #[derive(Debug)]
 struct Pending {
     segments: Vec<Segment>,
+    start: (UnixMillis, Reading),
     /// The lines, as read, to recognise a replayed segment and to checkpoint.
     lines: Vec<String>,
     first_arrival: UnixMillis,
     deadline: UnixMillis,
 }
 
+/// Appends `n` in decimal, zero-padded to `width` digits.
+fn push_number(s: &mut String, n: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for _ in (digits.len() - i)..width {
+        s.push('0');
+    }
+    for d in &digits[i..] {
+        s.push(char::from(*d));
+    }
+}
+
+/// A hasher for the tracker's own keys (Call IDs and times from the PBX, in maps bounded by
+/// the configuration): a multiply-rotate mix, several times cheaper than SipHash, which
+/// showed in profiles. Not for keys an attacker chooses freely.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_i8(&mut self, n: i8) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_i16(&mut self, n: i16) {
+        self.write_u64(n as u64);
+    }
+}
+
+type KeyMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// A bounded set remembering insertion order; the oldest entry makes room.
 #[derive(Debug)]
 struct Remembered<K> {
-    seq: HashMap<K, u64>,
+    seq: KeyMap<K, u64>,
     order: VecDeque<(u64, K)>,
     next: u64,
     cap: usize,
@@ -187,7 +279,7 @@ struct Remembered<K> {
 
 impl<K: Clone + Eq + std::hash::Hash> Remembered<K> {
     fn new(cap: usize) -> Remembered<K> {
-        Remembered { seq: HashMap::new(), order: VecDeque::new(), next: 0, cap: cap.max(1) }
+        Remembered { seq: KeyMap::default(), order: VecDeque::new(), next: 0, cap: cap.max(1) }
     }
 
     fn contains(&self, k: &K) -> bool {
@@ -282,11 +374,11 @@ pub struct Tracker {
     pbx: PbxId,
     clock: PbxClock,
     settings: TrackerSettings,
-    pending: HashMap<SmdrKey, Pending>,
+    pending: KeyMap<SmdrKey, Pending>,
     smdr_done: Remembered<SmdrKey>,
     /// SMDR calls complete but waiting for Delta2's end of the same call.
-    awaiting_delta2: HashMap<SmdrKey, Finished>,
-    d2_calls: HashMap<String, D2Call>,
+    awaiting_delta2: KeyMap<SmdrKey, Finished>,
+    d2_calls: KeyMap<String, D2Call>,
     /// Delta2 calls that ended (by their CallID): SMDR never emits them again.
     d2_done: Remembered<String>,
     /// Call IDs SMDR emitted: Delta2 lines about them that come late are dropped.
@@ -309,10 +401,10 @@ impl Tracker {
             pbx,
             clock,
             settings,
-            pending: HashMap::new(),
+            pending: KeyMap::default(),
             smdr_done: Remembered::new(settings.remember_calls),
-            awaiting_delta2: HashMap::new(),
-            d2_calls: HashMap::new(),
+            awaiting_delta2: KeyMap::default(),
+            d2_calls: KeyMap::default(),
             d2_done: Remembered::new(settings.remember_calls),
             smdr_emitted: Remembered::new(settings.remember_calls),
             delta2_up: false,
@@ -355,7 +447,7 @@ impl Tracker {
             self.checkpoint(key.clone(), None);
         }
         for (_, k) in &done {
-            self.smdr_emitted.insert(k.call_id.clone());
+            self.smdr_emitted.insert(k.call_id.to_string());
         }
         self.smdr_done.restore(done);
         self.d2_done.restore(d2_done);
@@ -365,7 +457,9 @@ impl Tracker {
     fn restore_pending(&mut self, now: UnixMillis, key: SmdrKey, text: &str) -> bool {
         let mut lines = text.lines();
         let Some(last) = lines.next().and_then(|l| l.parse::<u64>().ok()) else { return false };
+        let Some(start) = self.clock.instant(&key.start, UnixMillis(last)) else { return false };
         let mut pending = Pending {
+            start,
             segments: Vec::new(),
             lines: Vec::new(),
             first_arrival: UnixMillis(last),
@@ -379,7 +473,7 @@ impl Tracker {
         if pending.segments.is_empty() {
             return false;
         }
-        self.timers.insert((pending.deadline, Timer::SegmentTimeout(key.clone())));
+        self.timers.insert((pending.deadline, Timer::SegmentTimeout(key)));
         self.pending.insert(key, pending);
         true
     }
@@ -449,7 +543,13 @@ impl Tracker {
                     if let Some(p) = self.pending.remove(&key) {
                         self.finish_smdr(
                             key,
-                            Finished { segments: p.segments, arrival: now, complete: false, checkpointed: true },
+                            Finished {
+                                segments: p.segments,
+                                arrival: now,
+                                start: p.start,
+                                complete: false,
+                                checkpointed: true,
+                            },
                         );
                     }
                 }
@@ -471,11 +571,11 @@ impl Tracker {
             Ok(r) => r,
             Err(e) => return SmdrHandled::Malformed(e),
         };
-        let key = SmdrKey { call_id: record.call_id.to_string(), start: record.call_start };
-        if self.clock.instant(&key.start, now).is_none() {
+        let key = SmdrKey { call_id: record.call_id_number(), start: record.call_start };
+        let Some(start) = self.clock.instant(&key.start, now) else {
             let value = key.start.to_string();
             return SmdrHandled::Malformed(SmdrError::BadField { field: 1, name: "call-start", value });
-        }
+        };
         if self.smdr_done.contains(&key) || self.awaiting_delta2.contains_key(&key) {
             return SmdrHandled::Duplicate;
         }
@@ -484,6 +584,12 @@ impl Tracker {
         let deadline = now.plus_ms(self.settings.segment_timeout_ms);
         let max_segments = self.settings.max_segments_per_call;
         let continuation = segment.continuation;
+        if !continuation && !self.pending.contains_key(&key) {
+            // A call of one segment (most calls): no collecting, no checkpoint.
+            let f = Finished { segments: vec![segment], arrival: now, start, complete: true, checkpointed: false };
+            self.finish_smdr(key, f);
+            return SmdrHandled::Segment;
+        }
         let pending = match self.pending.get_mut(&key) {
             Some(p) => {
                 if p.lines.iter().any(|l| *l == *text) {
@@ -492,14 +598,15 @@ impl Tracker {
                 if p.segments.len() >= max_segments {
                     return SmdrHandled::TooManySegments;
                 }
-                self.timers.remove(&(p.deadline, Timer::SegmentTimeout(key.clone())));
+                self.timers.remove(&(p.deadline, Timer::SegmentTimeout(key)));
                 p
             }
             None => {
                 if self.pending.len() >= self.settings.max_pending_calls {
                     self.finish_oldest_pending(now);
                 }
-                self.pending.entry(key.clone()).or_insert(Pending {
+                self.pending.entry(key).or_insert(Pending {
+                    start,
                     segments: Vec::new(),
                     lines: Vec::new(),
                     first_arrival: now,
@@ -512,35 +619,42 @@ impl Tracker {
         pending.deadline = deadline;
         if continuation {
             let value = pending_value(now, &pending.lines);
-            self.timers.insert((deadline, Timer::SegmentTimeout(key.clone())));
-            self.checkpoint(format!("{SMDR_PENDING}{key}"), Some(value));
+            self.timers.insert((deadline, Timer::SegmentTimeout(key)));
+            self.checkpoint(key.with_prefix(SMDR_PENDING), Some(value));
         } else if let Some(p) = self.pending.remove(&key) {
             let checkpointed = p.lines.len() > 1;
-            self.finish_smdr(key, Finished { segments: p.segments, arrival: now, complete: true, checkpointed });
+            self.finish_smdr(
+                key,
+                Finished { segments: p.segments, arrival: now, start: p.start, complete: true, checkpointed },
+            );
         }
         SmdrHandled::Segment
     }
 
     fn finish_oldest_pending(&mut self, now: UnixMillis) {
-        let oldest = self.pending.iter().min_by_key(|(k, p)| (p.first_arrival, (*k).clone())).map(|(k, _)| k.clone());
+        let oldest = self.pending.iter().min_by_key(|(k, p)| (p.first_arrival, *(*k))).map(|(k, _)| *k);
         if let Some(key) = oldest
             && let Some(p) = self.pending.remove(&key)
         {
-            self.timers.remove(&(p.deadline, Timer::SegmentTimeout(key.clone())));
-            self.finish_smdr(key, Finished { segments: p.segments, arrival: now, complete: false, checkpointed: true });
+            self.timers.remove(&(p.deadline, Timer::SegmentTimeout(key)));
+            self.finish_smdr(
+                key,
+                Finished { segments: p.segments, arrival: now, start: p.start, complete: false, checkpointed: true },
+            );
         }
     }
 
     /// A call's segments are all here (`complete`) or its time is up.
     fn finish_smdr(&mut self, key: SmdrKey, f: Finished) {
         if self.settings.delta2 {
-            if self.d2_done.contains(&key.call_id) {
+            let id = key.call_id.to_string();
+            if self.d2_done.contains(&id) {
                 // Delta2 showed the whole call: nothing to add.
                 self.remember_smdr(&key, f.checkpointed);
                 return;
             }
             let healthy = self.delta2_up && self.relay_ok;
-            let waits = match self.d2_calls.get(&key.call_id) {
+            let waits = match self.d2_calls.get(&id) {
                 // Delta2 shows it live and healthy: its `D` is on the way.
                 Some(call) => call.gap.is_none(),
                 // Delta2 is healthy but has not shown it (yet): its lines may lag SMDR's.
@@ -548,7 +662,7 @@ impl Tracker {
             };
             if waits && f.complete {
                 let at = f.arrival.plus_ms(self.settings.delta2_grace_ms);
-                self.timers.insert((at, Timer::Delta2Grace(key.clone())));
+                self.timers.insert((at, Timer::Delta2Grace(key)));
                 self.awaiting_delta2.insert(key, f);
                 return;
             }
@@ -557,8 +671,8 @@ impl Tracker {
     }
 
     fn emit_smdr(&mut self, key: &SmdrKey, f: Finished) {
-        let Finished { segments, arrival, complete, checkpointed } = f;
-        if let Some((start, reading)) = self.clock.instant(&key.start, arrival) {
+        let Finished { segments, start: (start, reading), complete, checkpointed, .. } = f;
+        {
             let timeline = reconstruct(&segments, start, complete);
             let mut base = Facts::new();
             if !complete {
@@ -576,14 +690,15 @@ impl Tracker {
                     base.insert("smdrLocalTime".into(), "dst-repeated".into());
                 }
             }
-            if self.d2_done.contains(&key.call_id) {
+            let id = key.call_id.to_string();
+            if self.d2_done.contains(&id) {
                 // Delta2 showed the whole call meanwhile.
-            } else if let Some(d2) = self.d2_calls.remove(&key.call_id) {
-                self.complete_delta2_call(&key.call_id, d2, timeline, base);
+            } else if let Some(d2) = self.d2_calls.remove(&id) {
+                self.complete_delta2_call(&id, d2, timeline, base);
             } else {
-                self.emit_timeline(PbxCallId(key.call_id.clone()), start, &timeline, &base);
+                self.emit_timeline(PbxCallId(id.clone()), start, &timeline, &base);
                 if self.settings.delta2 {
-                    self.smdr_emitted.insert(key.call_id.clone());
+                    self.smdr_emitted.insert(id);
                 }
             }
         }
@@ -591,13 +706,13 @@ impl Tracker {
     }
 
     fn remember_smdr(&mut self, key: &SmdrKey, checkpointed: bool) {
-        let (seq, evicted) = self.smdr_done.insert(key.clone());
+        let (seq, evicted) = self.smdr_done.insert(*key);
         if checkpointed {
-            self.checkpoint(format!("{SMDR_PENDING}{key}"), None);
+            self.checkpoint(key.with_prefix(SMDR_PENDING), None);
         }
-        self.checkpoint(format!("{SMDR_DONE}{key}"), Some(seq.to_string().into_bytes()));
+        self.checkpoint(key.with_prefix(SMDR_DONE), Some(seq.to_string().into_bytes()));
         for old in evicted {
-            self.checkpoint(format!("{SMDR_DONE}{old}"), None);
+            self.checkpoint(old.with_prefix(SMDR_DONE), None);
         }
     }
 
@@ -942,10 +1057,11 @@ impl Tracker {
         }
         self.remember_delta2_done(&key);
         // An SMDR record of this call that waited for this end is now covered.
-        let waiting: Vec<SmdrKey> = self.awaiting_delta2.keys().filter(|k| k.call_id == key).cloned().collect();
+        let waiting: Vec<SmdrKey> =
+            self.awaiting_delta2.keys().filter(|k| k.call_id.to_string() == key).copied().collect();
         for k in waiting {
             if let Some(f) = self.awaiting_delta2.remove(&k) {
-                self.timers.retain(|(_, t)| *t != Timer::Delta2Grace(k.clone()));
+                self.timers.retain(|(_, t)| *t != Timer::Delta2Grace(k));
                 self.remember_smdr(&k, f.checkpointed);
             }
         }
