@@ -21,6 +21,7 @@ use listener_core::{AdapterEvent, CallChange, PbxId, PbxType, SignalBody, UnixMi
 const MAX: usize = 512;
 
 fn drain(tracker: &mut Tracker, signals: &mut Vec<(String, u64, CallChange)>) {
+    // A call is its Call ID and start: Call IDs repeat (they restart when the PBX does).
     let mut n = 0;
     while let Output::Event(e) = tracker.poll_output() {
         n += 1;
@@ -28,7 +29,7 @@ fn drain(tracker: &mut Tracker, signals: &mut Vec<(String, u64, CallChange)>) {
         if let AdapterEvent::Signal(s) = e
             && let SignalBody::Call(c) = s.body
         {
-            signals.push((c.call.0, s.at.0, c.change));
+            signals.push((format!("{}@{}", c.call.0, c.call_started.0), s.at.0, c.change));
         }
     }
 }
