@@ -543,3 +543,48 @@ fn smdr_waits_for_a_healthy_delta2_that_lags_and_late_delta2_lines_are_dropped()
          10:00:14 smdr 777 - ended",
     );
 }
+
+mod split {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::codec::{Line, decode_chunks};
+    use crate::testdata::{SMDR_DOC_EXAMPLES, truncated_examples_dated};
+
+    /// Every event the tracker emits for `chunks` of an SMDR byte stream.
+    fn events(chunks: &[&[u8]]) -> Vec<AdapterEvent> {
+        let mut tracker = Tracker::new(pbx(), PbxClock::new("Europe/London").unwrap(), smdr_only());
+        let mut out = Vec::new();
+        for line in decode_chunks(4096, chunks) {
+            if let Line::Text(t) = line {
+                tracker.handle_smdr_line(UnixMillis(1_300_000_000_000), &t);
+            }
+        }
+        tracker.handle_timeout(UnixMillis(u64::MAX / 2));
+        while let Output::Event(e) = tracker.poll_output() {
+            out.push(e);
+        }
+        out
+    }
+
+    proptest! {
+        /// Any split of the byte stream gives the same records, and so the same events.
+        #[test]
+        fn any_split_of_the_samples_gives_the_same_events(cuts in proptest::collection::vec(0usize..2000, 0..10)) {
+            let mut stream = SMDR_DOC_EXAMPLES.to_vec();
+            stream.extend_from_slice(&truncated_examples_dated());
+            let whole = events(&[&stream]);
+            prop_assert!(whole.len() > 40);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(stream.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut at = 0;
+            for c in cuts {
+                chunks.push(&stream[at..c]);
+                at = c;
+            }
+            chunks.push(&stream[at..]);
+            prop_assert_eq!(events(&chunks), whole);
+        }
+    }
+}
