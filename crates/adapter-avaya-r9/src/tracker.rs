@@ -571,7 +571,9 @@ impl Tracker {
             Ok(r) => r,
             Err(e) => return SmdrHandled::Malformed(e),
         };
-        let key = SmdrKey { call_id: record.call_id_number(), start: record.call_start };
+        // `18:00` and `18:00:00` are the same start: the key always has seconds.
+        let key =
+            SmdrKey { call_id: record.call_id_number(), start: CallStart { has_seconds: true, ..record.call_start } };
         let Some(start) = self.clock.instant(&key.start, now) else {
             let value = key.start.to_string();
             return SmdrHandled::Malformed(SmdrError::BadField { field: 1, name: "call-start", value });
@@ -678,7 +680,7 @@ impl Tracker {
             if !complete {
                 base.insert("smdrIncomplete".into(), "true".into());
             }
-            if !key.start.has_seconds {
+            if segments.first().is_some_and(|s| !s.call_start.has_seconds) {
                 base.insert("smdrStartPrecision".into(), "minute".into());
             }
             match reading {
