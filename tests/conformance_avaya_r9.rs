@@ -62,6 +62,13 @@ async fn rig(sim_config: R9SimConfig, extra: &str) -> (R9Sim, ListenerRig) {
     tokio::time::timeout(rig.limit(), sim.wait_for_smdr_collectors(1)).await.expect("the daemon connects to SMDR");
     if sim.delta2_addr().is_some() {
         tokio::time::timeout(rig.limit(), sim.wait_for_delta2_clients(1)).await.expect("the daemon connects to Delta2");
+        // The relay accepted the connection; wait until the adapter has taken it as up too
+        // (before that, SMDR rightly reports calls alone).
+        let deadline = std::time::Instant::now() + rig.limit();
+        while !rig.log().contains("feed=\"delta2\"") {
+            assert!(std::time::Instant::now() < deadline, "the adapter never took Delta2 as up:\n{}", rig.log());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
     (sim, rig)
 }

@@ -185,6 +185,8 @@ impl SmdrKey {
 enum Timer {
     SegmentTimeout(SmdrKey),
     Delta2Grace(SmdrKey),
+    /// A Delta2 call lost in a gap that nothing completed: closed as unknown.
+    Delta2Lost(String),
 }
 
 /// A call whose segments are all here (or whose time is up).
@@ -487,6 +489,8 @@ impl Tracker {
             return seq.parse().ok().map(Some);
         }
         let started = head.strip_prefix("open:")?.parse().ok()?;
+        let lost_at = now.plus_ms(self.settings.segment_timeout_ms);
+        self.timers.insert((lost_at, Timer::Delta2Lost(id.to_owned())));
         let mut devices = BTreeMap::new();
         for p in parts.filter(|p| !p.is_empty()) {
             let (ext, s) = p.split_once('=')?;
@@ -558,6 +562,7 @@ impl Tracker {
                         self.emit_smdr(&key, f);
                     }
                 }
+                Timer::Delta2Lost(key) => self.d2_lost(now, &key),
             }
         }
     }
@@ -808,9 +813,33 @@ impl Tracker {
             }
         }
         changed.sort();
+        // If neither Delta2 (its `D`) nor SMDR completes the call by then, it is closed.
+        let lost_at = now.plus_ms(self.settings.segment_timeout_ms);
         for id in changed {
+            self.timers.insert((lost_at, Timer::Delta2Lost(id.clone())));
             self.checkpoint_delta2(&id);
         }
+    }
+
+    /// A Delta2 call lost in a gap that nothing completed within `segment_timeout_ms` (nor
+    /// when the tracker is full): its open devices are closed with reason `unknown`
+    /// (`delta2Lost`), so every `connected` still ends.
+    fn d2_lost(&mut self, now: UnixMillis, key: &str) {
+        if !self.d2_calls.get(key).is_some_and(|c| c.gap.is_some()) {
+            return;
+        }
+        let Some(call) = self.d2_calls.remove(key) else { return };
+        let mut facts = Facts::new();
+        facts.insert("delta2Lost".into(), "true".into());
+        for (ext, st) in &call.devices {
+            if st.open() {
+                let change = CallChange::Disconnected { reason: DisconnectReason::Unknown };
+                let ext = Some(Extension(ext.clone()));
+                self.signal(DELTA2_SOURCE, now, &call.id, call.started, &call.info, ext, change, facts.clone());
+            }
+        }
+        self.signal(DELTA2_SOURCE, now, &call.id, call.started, &call.info, None, CallChange::Ended, facts);
+        self.remember_delta2_done(key);
     }
 
     /// Feeds one relay line (terminator removed) that arrived at `now`.
@@ -880,6 +909,15 @@ impl Tracker {
             // A late status of a call that ended.
             return Delta2Handled::Ignored;
         }
+        if !self.d2_calls.contains_key(&key) && self.d2_calls.len() >= self.settings.max_pending_calls {
+            let oldest = self.d2_calls.iter().min_by_key(|(k, c)| (c.started, (*k).clone())).map(|(k, _)| k.clone());
+            if let Some(old) = oldest {
+                if let Some(c) = self.d2_calls.get_mut(&old) {
+                    c.gap.get_or_insert(now);
+                }
+                self.d2_lost(now, &old);
+            }
+        }
         let call = self.d2_calls.entry(key.clone()).or_insert_with(|| D2Call {
             id: PbxCallId(key.clone()),
             started: now,
@@ -896,6 +934,11 @@ impl Tracker {
             seen_since_connect: true,
         });
         call.seen_since_connect = true;
+        if self.delta2_up && self.relay_ok {
+            // A status while Delta2 is healthy is its current state: it tracks the call again
+            // (what changed during a gap shows as changes now).
+            call.gap = None;
+        }
         call.a_id = s.a_id().to_owned();
         call.b_id = s.b_id().to_owned();
         let a_dev = delta2::end_device(s.a_name());

@@ -361,8 +361,9 @@ async fn delta2_alongside_smdr_without_duplicates() {
     d2.reconnect_max_secs = 1;
     config.delta2 = Some(d2);
     let mut run = start(&config, AdapterState::new());
-    sim.wait_for_smdr_collectors(1).await;
-    sim.wait_for_delta2_clients(1).await;
+    // Both feeds up as the adapter sees them (before that, SMDR rightly reports calls alone).
+    run.wait_until("the link up", |e| matches!(e, AdapterEvent::Link { state: listener_core::LinkState::Up, .. }))
+        .await;
     let mut calls = Vec::new();
     for (n, name) in Scenario::NAMES.iter().enumerate() {
         calls.push(sim.play(&Scenario::named(name, n as u64).unwrap()).await);

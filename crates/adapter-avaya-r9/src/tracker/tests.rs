@@ -588,3 +588,20 @@ mod split {
         }
     }
 }
+
+#[test]
+fn a_delta2_call_lost_in_a_gap_that_nothing_completes_is_closed() {
+    let t = utc("2024-05-01T10:00:00");
+    let mut run = Run::new(with_delta2());
+    run.feed(vec![
+        (t, In::Delta2Link(true)),
+        (t.plus_ms(1000), s("901", 2, ("21", "Alice (4001)", 2), "", 0, &[])),
+        (t.plus_ms(2000), In::Delta2Link(false)),
+    ])
+    .finish()
+    .check(
+        "10:00:01 delta2 901 4001 connected
+         10:10:02 delta2 901 4001 disconnected unknown {delta2Lost=true}
+         10:10:02 delta2 901 - ended {delta2Lost=true}",
+    );
+}
