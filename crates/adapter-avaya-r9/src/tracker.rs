@@ -825,7 +825,7 @@ impl Tracker {
     /// when the tracker is full): its open devices are closed with reason `unknown`
     /// (`delta2Lost`), so every `connected` still ends.
     fn d2_lost(&mut self, now: UnixMillis, key: &str) {
-        if !self.d2_calls.get(key).is_some_and(|c| c.gap.is_some()) {
+        if self.d2_calls.get(key).is_none_or(|c| c.gap.is_none()) {
             return;
         }
         let Some(call) = self.d2_calls.remove(key) else { return };
