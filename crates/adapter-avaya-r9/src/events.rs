@@ -5,9 +5,37 @@
 //! label from a fixed set. Per-record warnings go through a [`LogGate`]: one line a second per
 //! event type, saying how many were suppressed.
 
+use listener_core::MetricDescription;
 use listener_kit::LogGate;
 use metrics::counter;
 use tracing::{debug, info, warn};
+
+/// Every metric this adapter emits, for the daemon's `/metrics` descriptions
+/// ([`listener_core::PbxKind::metrics`]).
+pub const METRICS: &[MetricDescription] = &[
+    MetricDescription::counter(
+        "pbx_listener_r9_connections_total",
+        "Avaya R9 feed connections established, by pbx and feed (smdr, delta2).",
+    ),
+    MetricDescription::counter("pbx_listener_r9_link_down_total", "Avaya R9 feed connections lost, by pbx and feed."),
+    MetricDescription::counter(
+        "pbx_listener_smdr_connections_refused_total",
+        "SMDR connections refused (not in smdr.allowed_sources), by pbx and reason.",
+    ),
+    MetricDescription::counter("pbx_listener_r9_lines_received_total", "Avaya R9 lines received, by pbx and feed."),
+    MetricDescription::counter(
+        "pbx_listener_r9_lines_too_long_total",
+        "Avaya R9 lines longer than max_line_bytes, skipped, by pbx and feed.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_r9_records_malformed_total",
+        "Avaya R9 records that could not be read, skipped, by pbx, feed and kind.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_smdr_records_duplicate_total",
+        "SMDR records dropped as replays of records already seen, by pbx.",
+    ),
+];
 
 /// A feed's connection came up.
 pub struct R9LinkUp<'a> {

@@ -1,6 +1,8 @@
 //! [`AvayaR9`]: this crate as a [`PbxKind`], the daemon's one entry for `type = "avaya-r9"`.
 
-use listener_core::{Adapter, AdapterState, LoadContext, PbxId, PbxKind, PbxType, SettingError, SettingErrors};
+use listener_core::{
+    Adapter, AdapterState, LoadContext, MetricDescription, PbxId, PbxKind, PbxType, SettingError, SettingErrors,
+};
 
 use crate::client::R9Adapter;
 use crate::config::{Config, Settings, SmdrTransport};
@@ -57,6 +59,10 @@ impl PbxKind for AvayaR9 {
         let delta2 =
             s.delta2.as_ref().map_or_else(|| "no Delta2".to_owned(), |d| format!("Delta2 relay {}", d.connect));
         format!("{smdr}, {delta2}, time zone {}", s.clock.name())
+    }
+
+    fn metrics() -> &'static [MetricDescription] {
+        crate::events::METRICS
     }
 
     fn build(pbx: PbxId, settings: Settings, state: AdapterState) -> Box<dyn Adapter> {

@@ -191,22 +191,19 @@ pub fn call_info(first: &Segment) -> CallInfo {
             direction: Direction::Inbound,
             external_number: nonempty(caller_number(&first.caller)),
             dialled_number: nonempty(&first.dialled_number).or_else(|| nonempty(&first.called_number)),
-            sip_call_id: None,
-            caller_name: None,
+            ..CallInfo::default()
         },
         SmdrDirection::Outbound if trunk && !first.is_internal => CallInfo {
             direction: Direction::Outbound,
             external_number: nonempty(&first.dialled_number).or_else(|| nonempty(&first.called_number)),
             dialled_number: nonempty(&first.dialled_number).or_else(|| nonempty(&first.called_number)),
-            sip_call_id: None,
-            caller_name: None,
+            ..CallInfo::default()
         },
         SmdrDirection::Outbound => CallInfo {
             direction: Direction::Internal,
             external_number: nonempty(&first.caller).or_else(|| first.party1.extension().map(str::to_owned)),
             dialled_number: nonempty(&first.called_number),
-            sip_call_id: None,
-            caller_name: None,
+            ..CallInfo::default()
         },
     }
 }

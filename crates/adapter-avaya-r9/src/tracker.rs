@@ -1204,6 +1204,8 @@ fn merge_d2_info(info: &mut CallInfo, s: &Status<'_>, a: &EndDevice, b: &EndDevi
             *slot = Some(v.to_owned());
         }
     };
+    // The hunt group the call came through, on every event of the call (`meta.queue`).
+    set(&mut info.queue, s.owner_hunt_group());
     match (a, b) {
         (EndDevice::Trunk, _) => {
             info.direction = Direction::Inbound;
