@@ -33,7 +33,8 @@ pub struct CorrelationConfig {
     pub number_window_ms: u64,
     /// How far a PBX's clock may be off ours, in milliseconds, for calls reported after the
     /// fact (SMDR, CDR: `listener_core::AFTER_THE_FACT_SOURCES`), whose only times are the
-    /// PBX's: their number matching window is `number_window_ms` plus this. Default 5000.
+    /// PBX's: their number matching window is `number_window_ms` plus this. 0 to 300000;
+    /// default 5000.
     pub clock_skew_ms: u64,
     /// How long a leg that never ended is kept after its last update, in seconds (a lost BYE
     /// or a lost `completed` must not keep it forever). Default 7200.
@@ -260,6 +261,7 @@ impl CorrelationSettings {
         for (key, value, min, max, unit) in [
             ("wait_for_leg_ms", config.wait_for_leg_ms, 0, 120_000, "ms"),
             ("number_window_ms", config.number_window_ms, 0, 60_000, "ms"),
+            ("clock_skew_ms", config.clock_skew_ms, 0, 300_000, "ms"),
             ("leg_ttl_secs", config.leg_ttl_secs, 1, 7 * 86_400, "seconds"),
             ("ended_leg_keep_secs", config.ended_leg_keep_secs, 0, 7 * 86_400, "seconds"),
             ("call_ttl_secs", config.call_ttl_secs, 1, 7 * 86_400, "seconds"),

@@ -983,3 +983,11 @@ fn an_ended_leg_does_not_come_back_from_an_older_announcement() {
         "@16001 call 2 201 ringing -> none b=- a=-",
     );
 }
+
+#[test]
+fn clock_skew_ms_has_a_range() {
+    let too_much = CorrelationConfig { clock_skew_ms: 300_001, ..cfg() };
+    let err = Correlator::new(too_much).unwrap_err();
+    assert_eq!(err.key(), "clock_skew_ms");
+    assert!(Correlator::new(CorrelationConfig { clock_skew_ms: 300_000, ..cfg() }).is_ok());
+}
