@@ -205,7 +205,7 @@ mod tests {
                             let rest = text[i + macro_name.len()..].trim_start();
                             if let Some(rest) = rest.strip_prefix('"') {
                                 let metric = rest.split('"').next().unwrap().to_owned();
-                                if metric.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                                if metric.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
                                     found.push((metric, kind, path.display().to_string()));
                                 }
                             }

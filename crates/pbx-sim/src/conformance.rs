@@ -13,7 +13,9 @@
 //! use pbx_sim::conformance::{Conformance, ListenerRig, PbxBlock, SequenceKey};
 //!
 //! let block = PbxBlock::new("sim", "avaya-r11", "host = \"127.0.0.1\"\nport = 50797\n…");
-//! let rig = ListenerRig::start(env!("CARGO_BIN_EXE_pbx-listener").as_ref(), &[block], "").await?;
+//! // In a test of the `pbx-listener` package: env!("CARGO_BIN_EXE_pbx-listener").
+//! let binary = std::path::Path::new("target/debug/pbx-listener");
+//! let rig = ListenerRig::start(binary, &[block], "").await?;
 //! // … play a scenario on the simulator …
 //! let events = rig.wait_for_events(5).await?;
 //! Conformance::new(SequenceKey::Extension)
