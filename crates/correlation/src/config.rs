@@ -1,5 +1,6 @@
 //! [`CorrelationConfig`]: the `[correlation]` section of the daemon's TOML file.
 
+use listener_core::Direction;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +75,13 @@ pub struct CorrelationConfig {
     /// The most signals held for one waiting PBX call; past it the call is decided at once.
     /// Default 256.
     pub max_held_signals_per_call: usize,
+    /// The call directions that can have a platform leg, and so wait for one (up to
+    /// `wait_for_leg_ms`). A call in another direction is decided at once: an internal call
+    /// (extension to extension) never crosses the platform, and a ringing held back for a leg
+    /// that cannot come is a late screen pop. Values: `"inbound"`, `"outbound"`, `"internal"`,
+    /// `"unknown"` (the PBX did not say). Default `["inbound", "outbound", "unknown"]`; a site
+    /// whose outbound calls do not go through the platform sets `["inbound", "unknown"]`.
+    pub wait_for_directions: Vec<Direction>,
 }
 
 /// What happens to the signals of an unmatched PBX call.
@@ -118,15 +126,17 @@ impl Default for CorrelationConfig {
             max_legs: 100_000,
             max_pending_calls: 10_000,
             max_held_signals_per_call: 256,
+            wait_for_directions: vec![Direction::Inbound, Direction::Outbound, Direction::Unknown],
         }
     }
 }
 
-/// A `[correlation]` setting that cannot be used. The message names the key.
+/// A `[correlation]` setting that cannot be used. [`CorrelationConfigError::key`] names the key;
+/// the message says what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum CorrelationConfigError {
     /// A pattern is not a valid regular expression.
-    #[error("correlation.{key}: invalid regular expression: {source}")]
+    #[error("invalid regular expression: {source}")]
     InvalidPattern {
         /// The key (`call_id_pattern`, `token_pattern`).
         key: &'static str,
@@ -135,7 +145,7 @@ pub enum CorrelationConfigError {
         source: Box<regex::Error>,
     },
     /// A pattern lacks the named groups it needs.
-    #[error("correlation.{key}: the pattern needs a named group {needs}")]
+    #[error("the pattern needs a named group {needs}")]
     MissingGroup {
         /// The key.
         key: &'static str,
@@ -143,7 +153,7 @@ pub enum CorrelationConfigError {
         needs: &'static str,
     },
     /// Two settings contradict each other, or one is out of range.
-    #[error("correlation.{key}: {reason}")]
+    #[error("{reason}")]
     Invalid {
         /// The key.
         key: &'static str,
@@ -163,23 +173,45 @@ impl CorrelationConfigError {
     }
 }
 
-/// The validated configuration the correlator runs on.
+/// The validated configuration the correlator runs on: `[correlation]` checked, its patterns
+/// compiled, and whether any leg source is configured. Built once (by `check-config` and at
+/// start alike) and handed to [`crate::Correlator::new`].
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+pub struct CorrelationSettings {
     pub(crate) config: CorrelationConfig,
     pub(crate) call_id_pattern: Option<Regex>,
     pub(crate) token_pattern: Option<Regex>,
+    pub(crate) leg_sources: bool,
 }
 
 impl CorrelationConfig {
     /// Checks the settings and compiles the patterns.
     pub fn validate(&self) -> Result<(), CorrelationConfigError> {
-        Settings::new(self.clone()).map(|_| ())
+        CorrelationSettings::new(self.clone()).map(|_| ())
     }
 }
 
-impl Settings {
-    pub(crate) fn new(config: CorrelationConfig) -> Result<Settings, CorrelationConfigError> {
+impl CorrelationSettings {
+    /// Whether legs can be learned at all (an announcement endpoint or a SIP tap is
+    /// configured). Without, no call waits for a leg: only `call_id_pattern` and a token
+    /// holding the sids themselves can bind, and they are tried at once. Default: true.
+    pub fn with_leg_sources(mut self, any: bool) -> CorrelationSettings {
+        self.leg_sources = any;
+        self
+    }
+
+    /// The configuration these settings were built from.
+    pub fn config(&self) -> &CorrelationConfig {
+        &self.config
+    }
+
+    /// Whether a leg source is configured.
+    pub fn leg_sources(&self) -> bool {
+        self.leg_sources
+    }
+
+    /// Checks `config` and compiles its patterns; the error names the key.
+    pub fn new(config: CorrelationConfig) -> Result<CorrelationSettings, CorrelationConfigError> {
         let call_id_pattern = compile(&config.call_id_pattern, "call_id_pattern")?;
         if let Some(re) = &call_id_pattern
             && !has_group(re, "call_sid")
@@ -205,13 +237,16 @@ impl Settings {
                 reason: "must be at least 2 × number_window_ms, or number matching cannot see its competitors",
             });
         }
-        if config.max_legs == 0 || config.max_pending_calls == 0 || config.max_held_signals_per_call == 0 {
-            return Err(CorrelationConfigError::Invalid {
-                key: "max_legs/max_pending_calls/max_held_signals_per_call",
-                reason: "limits must be at least 1",
-            });
+        for (key, value) in [
+            ("max_legs", config.max_legs),
+            ("max_pending_calls", config.max_pending_calls),
+            ("max_held_signals_per_call", config.max_held_signals_per_call),
+        ] {
+            if value == 0 {
+                return Err(CorrelationConfigError::Invalid { key, reason: "must be at least 1" });
+            }
         }
-        Ok(Settings { config, call_id_pattern, token_pattern })
+        Ok(CorrelationSettings { config, call_id_pattern, token_pattern, leg_sources: true })
     }
 }
 

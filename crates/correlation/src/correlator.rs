@@ -9,7 +9,7 @@ use listener_core::{
 };
 use uuid::Uuid;
 
-use crate::config::{CorrelationConfig, CorrelationConfigError, Settings, TokenField, UnmatchedPolicy};
+use crate::config::{CorrelationConfig, CorrelationConfigError, CorrelationSettings, TokenField, UnmatchedPolicy};
 use crate::leg::{Applied, BLegRegistry, LegId, LegRole, LegUpdate, Ttl, call_id_key, call_id_local, number_key};
 
 /// What the correlator hands on.
@@ -57,8 +57,11 @@ pub struct CorrelationStats {
     pub matched_token: u64,
     /// Calls bound by caller + dialled number within the time window.
     pub matched_number_time: u64,
-    /// Calls decided unmatched (including the ambiguous ones).
+    /// Calls decided unmatched (including the ambiguous ones) after waiting for a leg.
     pub unmatched: u64,
+    /// Calls decided at once without a leg because none could come: no leg source is
+    /// configured, or the call's direction is not in `wait_for_directions` (internal calls).
+    pub no_leg_expected: u64,
     /// Calls left unmatched because the number match was ambiguous (a subset of `unmatched`).
     pub ambiguous: u64,
     /// Legs that arrived (matching a call by Call-ID) after that call had been released
@@ -95,7 +98,7 @@ pub struct CorrelationStats {
 /// for its leg are held, in order, and released together.
 #[derive(Debug)]
 pub struct Correlator {
-    settings: Settings,
+    settings: CorrelationSettings,
     registry: BLegRegistry,
     calls: HashMap<CallKey, CallEntry>,
     /// Calls that are not bound (waiting or unmatched), by the number their leg's `to` would
@@ -157,6 +160,9 @@ struct Waiting {
     settle_at: UnixMillis,
     deadline: UnixMillis,
     ambiguous: bool,
+    /// Whether a platform leg can come for this call (a leg source is configured and its
+    /// direction is one of `wait_for_directions`). When not, it is decided at once.
+    expects_leg: bool,
 }
 
 /// The result of one matching attempt.
@@ -172,9 +178,13 @@ impl Correlator {
     /// A correlator with this configuration; an invalid configuration is an error naming the
     /// key.
     pub fn new(config: CorrelationConfig) -> Result<Correlator, CorrelationConfigError> {
-        let settings = Settings::new(config)?;
+        Ok(Correlator::with_settings(CorrelationSettings::new(config)?))
+    }
+
+    /// A correlator with settings validated earlier (the daemon's configuration holds them).
+    pub fn with_settings(settings: CorrelationSettings) -> Correlator {
         let registry = BLegRegistry::new(settings.config.token_meta_key.clone());
-        Ok(Correlator {
+        Correlator {
             settings,
             registry,
             calls: HashMap::new(),
@@ -185,7 +195,7 @@ impl Correlator {
             pending: 0,
             output: VecDeque::new(),
             stats: CorrelationStats::default(),
-        })
+        }
     }
 
     /// Whether signals of `pbx` are held, waiting for their leg. What an adapter checkpoints
@@ -268,10 +278,12 @@ impl Correlator {
             }
             return;
         }
-        // A call we have not seen: start waiting for its leg.
+        // A call we have not seen: start waiting for its leg, unless none can come.
         let cfg = &self.settings.config;
         let (call_started, info) = (call.call_started, call.info.clone());
+        let expects_leg = self.settings.leg_sources && cfg.wait_for_directions.contains(&info.direction);
         let waiting = Waiting {
+            expects_leg,
             held: VecDeque::from([signal]),
             // One millisecond past 2 × window: a competitor starting exactly at the edge has
             // been seen.
@@ -302,7 +314,9 @@ impl Correlator {
         if self.pending > self.settings.config.max_pending_calls {
             self.release_oldest(now);
         }
-        self.attempt(now, &key, false);
+        // Without a leg to wait for, what can bind (the Call-ID pattern, sids in a token, a leg
+        // already known) is tried once, now.
+        self.attempt(now, &key, !expects_leg);
     }
 
     /// One leg update from the announcements or the SIP tap.
@@ -415,7 +429,11 @@ impl Correlator {
                     w.ambiguous |= ambiguous;
                     if last {
                         let reason = if w.ambiguous { DropReason::Ambiguous } else { DropReason::Unmatched };
-                        self.stats.unmatched += 1;
+                        if w.expects_leg {
+                            self.stats.unmatched += 1;
+                        } else {
+                            self.stats.no_leg_expected += 1;
+                        }
                         if reason == DropReason::Ambiguous {
                             self.stats.ambiguous += 1;
                         }

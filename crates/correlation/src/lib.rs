@@ -53,7 +53,7 @@ mod config;
 mod correlator;
 mod leg;
 
-pub use config::{CorrelationConfig, CorrelationConfigError, TokenField, UnmatchedPolicy};
+pub use config::{CorrelationConfig, CorrelationConfigError, CorrelationSettings, TokenField, UnmatchedPolicy};
 pub use correlator::{CorrelationStats, Correlator, CorrelatorOutput, DropReason};
 pub use leg::{BLegRegistry, LegFacts, LegSource, LegUpdate};
 

@@ -138,7 +138,11 @@ enum Input {
 /// Runs `steps` (instant, input) through a correlator, firing timers as the clock passes
 /// them and after the last step, and returns one line per output.
 fn run(config: CorrelationConfig, steps: Vec<(u64, Input)>) -> (String, CorrelationStats) {
-    let mut c = Correlator::new(config).unwrap();
+    run_with(CorrelationSettings::new(config).unwrap(), steps)
+}
+
+fn run_with(settings: CorrelationSettings, steps: Vec<(u64, Input)>) -> (String, CorrelationStats) {
+    let mut c = Correlator::with_settings(settings);
     let mut out = String::new();
     let drain = |c: &mut Correlator, now: u64, out: &mut String| {
         while let Some(o) = c.poll_output() {
@@ -226,6 +230,58 @@ fn check(config: CorrelationConfig, steps: Vec<(u64, Input)>, expect: &str) -> C
 
 fn cfg() -> CorrelationConfig {
     CorrelationConfig::default()
+}
+
+/// Issue 9, item 2: a call that can have no platform leg is decided at once, never held for
+/// `wait_for_leg_ms` (a late ringing breaks a screen pop).
+#[test]
+fn an_internal_call_never_waits_for_a_leg() {
+    let stats = check(
+        cfg(),
+        vec![
+            (0, ann(0xb1, 0xa1).numbers(CALLER, DID).learned()),
+            (100, call("7").direction(Direction::Internal).ringing(100)),
+            (900, call("7").direction(Direction::Internal).connected(100, 900)),
+        ],
+        "
+        @100 call 7 201 ringing -> none b=- a=-
+        @900 call 7 201 connected -> none b=- a=-
+        ",
+    );
+    assert_eq!((stats.no_leg_expected, stats.unmatched), (1, 0), "not counted as a call that found no leg");
+}
+
+#[test]
+fn without_leg_sources_no_call_waits_but_the_call_id_pattern_still_binds() {
+    let pattern = CorrelationConfig {
+        call_id_pattern: Some(r"^(?P<call_sid>[0-9a-f-]{36})@".into()),
+        ..CorrelationConfig::default()
+    };
+    let settings = CorrelationSettings::new(pattern).unwrap().with_leg_sources(false);
+    let sid = "00000001-0000-0000-0000-000000000001";
+    let (got, stats) = run_with(
+        settings,
+        vec![
+            (100, call("7").numbers(CALLER, DID).ringing(100)),
+            (200, call("8").cid(&format!("{sid}@sbc.example")).ringing(200)),
+        ],
+    );
+    assert_eq!(got, "@100 call 7 201 ringing -> none b=- a=-\n@200 call 8 201 ringing -> call-id-pattern b=1 a=-\n");
+    assert_eq!((stats.no_leg_expected, stats.unmatched, stats.matched_call_id_pattern), (1, 0, 1));
+}
+
+#[test]
+fn directions_without_a_platform_side_are_configurable() {
+    let inbound_only =
+        CorrelationConfig { wait_for_directions: vec![Direction::Inbound], ..CorrelationConfig::default() };
+    check(
+        inbound_only,
+        vec![(100, call("7").outbound("15550001111").ringing(100)), (200, call("8").ringing(200))],
+        "
+        @100 call 7 201 ringing -> none b=- a=-
+        @6200 call 8 201 ringing -> none b=- a=-
+        ",
+    );
 }
 
 const CALLER: &str = "15557654321";
@@ -581,8 +637,8 @@ fn internal_calls_and_extension_signals() {
         cfg(),
         vec![(0, call("5").direction(Direction::Internal).ringing(0)), (3, ext)],
         "
+        @0 call 5 201 ringing -> none b=- a=-
         @3 ext 201 Dnd -> none b=- a=-
-        @6000 call 5 201 ringing -> none b=- a=-
         ",
     );
 }
@@ -662,15 +718,19 @@ fn signals_of_a_waiting_call_past_the_limit_release_it() {
 #[test]
 fn config_errors_name_the_key() {
     let bad = CorrelationConfig { call_id_pattern: Some("(".into()), ..cfg() };
-    let err = Correlator::new(bad).unwrap_err().to_string();
-    assert!(err.starts_with("correlation.call_id_pattern: invalid regular expression"), "{err}");
+    let err = Correlator::new(bad).unwrap_err();
+    assert_eq!(err.key(), "call_id_pattern");
+    assert!(err.to_string().starts_with("invalid regular expression"), "{err}");
     let no_group = CorrelationConfig { token_pattern: Some("T\\d+".into()), ..cfg() };
+    let err = Correlator::new(no_group).unwrap_err();
     assert_eq!(
-        Correlator::new(no_group).unwrap_err().to_string(),
-        "correlation.token_pattern: the pattern needs a named group `token` or `call_sid`"
+        (err.key(), err.to_string().as_str()),
+        ("token_pattern", "the pattern needs a named group `token` or `call_sid`")
     );
     let window = CorrelationConfig { wait_for_leg_ms: 1000, ..cfg() };
-    assert!(Correlator::new(window).unwrap_err().to_string().starts_with("correlation.wait_for_leg_ms:"));
+    assert_eq!(Correlator::new(window).unwrap_err().key(), "wait_for_leg_ms");
+    let zero = CorrelationConfig { max_pending_calls: 0, ..cfg() };
+    assert_eq!(Correlator::new(zero).unwrap_err().key(), "max_pending_calls");
     let unknown = toml::from_str::<CorrelationConfig>("wait_for_leg = 5");
     assert!(unknown.unwrap_err().to_string().contains("unknown field `wait_for_leg`"));
     let parsed: CorrelationConfig =

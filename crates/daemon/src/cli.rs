@@ -55,9 +55,13 @@ pub struct DemoArgs {
     /// Exit 0 after this many events.
     #[arg(long)]
     pub count: Option<u64>,
-    /// Only simulate this PBX type.
+    /// Only simulate this PBX type (default: every type the demo simulates, at once).
     #[arg(long, value_name = "TYPE")]
     pub pbx: Option<String>,
+    /// Derive the platform's call sids from this number, so that two runs give the same sids
+    /// (timestamps, and the childSids derived from them, are the clock's).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Also deliver the events, through the real outbox and forwarder, to this URL (https://,
     /// or http:// to a loopback address), signed per Standard Webhooks.
     #[arg(long, value_name = "URL")]

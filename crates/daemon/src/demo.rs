@@ -1,32 +1,30 @@
 //! `pbx-listener demo`: the embedded default a newcomer runs first.
 //!
-//! Everything is real but the PBX and the platform: a simulated IP Office (`pbx-sim`) speaks
-//! DevLink3 over a loopback socket to the real Avaya R11 adapter; a simulated platform announces
-//! each call's B leg over HTTP to the real leg endpoint, so correlation binds every call by its
-//! SIP Call-ID; the real pipeline builds the Level 3 events and prints them as JSON lines on
-//! stdout (logs go to stderr). `--forward-to URL` also delivers them through the real outbox
+//! Everything is real but the PBXs and the platform: each simulated PBX (`pbx_sim::demo`)
+//! speaks its real protocol over a loopback socket to its real adapter, built through the
+//! daemon's PBX-type table from `[[pbx]]` keys exactly as a configuration file's; a simulated
+//! platform announces each call's B leg over HTTP to the real leg endpoint, so correlation
+//! binds every call; the real pipeline builds the Level 3 events and prints them as JSON lines
+//! on stdout (logs go to stderr). `--forward-to URL` also delivers them through the real outbox
 //! and forwarder. `--count N` exits 0 after N events (and, when forwarding, once they are all
 //! delivered).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use adapter_avaya_r11::DevLink3Adapter;
 use anyhow::{Context, bail};
 use correlation::{CorrelationConfig, Correlator};
 use forwarder::{Forwarder, ForwarderConfig};
-use generic_event::Status;
 use leg_announce::{LegAnnounceServer, LegsConfig};
-use listener_core::{Adapter, CallLifecycle, EventContext, NumberCache, NumberPlan, PbxId, PbxType};
+use listener_core::{AdapterState, CallLifecycle, EventContext, NumberCache, NumberPlan};
 use outbox::{Outbox, OutboxConfig};
-use pbx_sim::announce::{BLeg, announce, b_leg_event};
-use pbx_sim::avaya_r11::{AvayaSim, Pacing, SimConfig};
-use pbx_sim::avaya_r11::{CallSpec, Scenario};
+use pbx_sim::demo::{DEMO_TYPES, DemoPlatform, write_file};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 use uuid::Uuid;
 use webhook_signature::SigningSecret;
 
@@ -46,38 +44,18 @@ pub const DEMO_SIGNING_KEY: &[u8] = b"pbx-listener demo signing key (public)";
 /// The key the simulated platform signs its leg announcements with (public, demo only).
 const DEMO_LEGS_KEY: &[u8] = b"pbx-listener demo legs key (public) 0001";
 
-/// The simulated IP Office's service user.
-const DEMO_USER: &str = "demo";
-const DEMO_PASSWORD: &str = "demo-password";
-
-/// Pause between the simulated PBX's steps: fast enough that events show at once, slow enough
-/// to watch.
-const DEMO_STEP: Duration = Duration::from_millis(150);
-
-/// The scenarios the demo plays, in turn, for ever.
-const DEMO_SCENARIOS: [&str; 6] = ["hunt-group", "hold", "park", "blind-transfer", "attended-transfer", "abandon"];
-
 /// Runs the demo until `--count` events were printed (and, with `--forward-to`, delivered), or
 /// until `shutdown`.
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    if let Some(t) = args.pbx.as_deref()
-        && t != PbxType::new("avaya-r11").as_str()
-    {
-        bail!("--pbx {t:?}: the demo simulates \"avaya-r11\" (the other PBX types are not supported yet)");
-    }
+    let types: Vec<&str> = match args.pbx.as_deref() {
+        Some(t) if DEMO_TYPES.contains(&t) => vec![t],
+        Some(t) => bail!(
+            "--pbx {t:?}: the demo simulates {}",
+            DEMO_TYPES.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ")
+        ),
+        None => DEMO_TYPES.to_vec(),
+    };
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
-
-    // The simulated IP Office, and the real adapter reading it over a loopback socket.
-    let sim_config =
-        SimConfig { pacing: Pacing::RealTime { step: DEMO_STEP }, ..SimConfig::fast(DEMO_USER, DEMO_PASSWORD) };
-    let sim = AvayaSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), sim_config)
-        .await
-        .context("starting the simulated IP Office")?;
-    let password_file = write_file(scratch.path(), "avaya-password", DEMO_PASSWORD)?;
-    let mut pbx_config = adapter_avaya_r11::Config::new("127.0.0.1", DEMO_USER, password_file);
-    pbx_config.port = Some(sim.addr().port());
-    let pbx = PbxId::new("demo-ipoffice", PbxType::new("avaya-r11"));
-    let adapter = DevLink3Adapter::new(pbx.clone(), pbx_config.load().context("the demo's DevLink3 settings")?);
 
     // The real leg endpoint; the simulated platform announces each call's B leg to it.
     let legs_secret = SigningSecret::from_bytes(DEMO_LEGS_KEY.to_vec());
@@ -90,6 +68,37 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     };
     let legs_server = LegAnnounceServer::bind(&legs_config).await.context("starting the leg endpoint")?;
     let legs_url = format!("http://{}/legs", legs_server.local_addr().context("the leg endpoint's address")?);
+    let platform = DemoPlatform {
+        legs_url,
+        secret: legs_secret,
+        account_id: DEMO_ACCOUNT_ID,
+        account_name: "Demo Account".into(),
+        seed: args.seed,
+    };
+
+    // Everything stops on Ctrl-C, or once `--count` events were printed.
+    let stop = shutdown.child_token();
+    let (tx, rx) = mpsc::channel(1024);
+    let (legs_tx, legs_rx) = mpsc::channel(1024);
+
+    // Each simulated PBX, and its real adapter built through the PBX-type table.
+    let mut adapters = JoinSet::new();
+    let mut players = JoinSet::new();
+    for pbx_type in &types {
+        let sim =
+            pbx_sim::demo::start(pbx_type, scratch.path(), platform.clone(), Box::pin(stop.clone().cancelled_owned()))
+                .await?;
+        let text = format!("[[pbx]]\nname = {:?}\ntype = {pbx_type:?}\n{}", sim.name, sim.block);
+        let pbx = crate::config::load_pbx_blocks(&scratch.path().join("demo.toml"), &text)
+            .map_err(|e| anyhow::anyhow!("the demo's [[pbx]] block for {pbx_type}:\n{e}"))?
+            .pop()
+            .context("the demo's [[pbx]] block")?;
+        let adapter = pbx.settings.build(pbx.id.clone(), AdapterState::new());
+        let (sink, stop) = (ChannelSink(tx.clone()), stop.clone());
+        adapters.spawn(async move { adapter.run(&sink, Box::pin(stop.cancelled_owned())).await });
+        players.spawn(sim.play);
+    }
+    drop(tx);
 
     let ctx = EventContext {
         account_id: DEMO_ACCOUNT_ID,
@@ -102,25 +111,14 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         CallLifecycle::new(ctx),
     );
 
-    // Everything stops on Ctrl-C, or once `--count` events were printed.
-    let stop = shutdown.child_token();
-    let (tx, rx) = mpsc::channel(1024);
-    let (legs_tx, legs_rx) = mpsc::channel(1024);
-    let adapter_task = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            let sink = ChannelSink(tx);
-            Box::new(adapter).run(&sink, Box::pin(stop.cancelled_owned())).await
-        }
-    });
     let legs_task = tokio::spawn({
         let stop = stop.clone();
         async move { legs_server.serve(legs_tx, stop.cancelled_owned()).await }
     });
-    let play_task = tokio::spawn(play(sim, legs_url, legs_secret, stop.clone()));
     info!(
         count = ?args.count,
-        "Demo running: a simulated IP Office (DevLink3) and platform; Level 3 events on stdout. Ctrl-C to stop."
+        pbx = %types.join(", "),
+        "Demo running: simulated PBXs and platform; Level 3 events on stdout. Ctrl-C to stop."
     );
 
     let inputs = Inputs { adapters: rx, legs: legs_rx };
@@ -134,50 +132,14 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         Some(url) => forward(&args, &url, inputs, cores, stdout, &shutdown, &mut watchdog).await,
     };
     stop.cancel();
-    adapter_task.await.context("the adapter task")?.context("the DevLink3 adapter")?;
-    legs_task.await.context("the leg endpoint task")?.context("the leg endpoint")?;
-    play_task.await.context("the simulator task")?;
-    result
-}
-
-/// Plays the demo scenarios for ever. Before each call the simulated platform announces the B
-/// leg it dialled into the PBX (callSid, parentCallSid, the trunk's SIP Call-ID, numbers), as a
-/// real platform would when it sets up the call.
-async fn play(sim: AvayaSim, legs_url: String, secret: SigningSecret, stop: CancellationToken) {
-    let mut n: u64 = 1;
-    let run = async {
-        loop {
-            sim.wait_for_subscriptions(1).await;
-            for name in DEMO_SCENARIOS {
-                let Some(scenario) = Scenario::named(name, n) else { continue };
-                let leg = BLeg {
-                    account_id: DEMO_ACCOUNT_ID,
-                    account_name: "Demo Account".into(),
-                    call_sid: Uuid::new_v4(),
-                    parent_call_sid: Uuid::new_v4(),
-                    sip_call_id: Some(CallSpec::numbered(n).sip_call_id),
-                    from: CallSpec::numbered(n).caller,
-                    to: CallSpec::numbered(n).did,
-                    meta: BTreeMap::from([("campaign".to_owned(), "demo".to_owned())]),
-                };
-                let event = b_leg_event(&leg, Status::Ringing, pipeline::now().0);
-                match announce(&legs_url, std::slice::from_ref(&secret), &[event]).await {
-                    Ok((200..=299, _)) => {}
-                    Ok((status, body)) => {
-                        warn!(status, body = %body.trim(), "The leg endpoint refused an announcement.")
-                    }
-                    Err(e) => warn!(error = %format!("{e:#}"), "Could not announce a leg."),
-                }
-                sim.play(&scenario).await;
-                n += 2;
-            }
-        }
-    };
-    tokio::select! {
-        () = run => {}
-        () = stop.cancelled() => {}
+    while let Some(done) = adapters.join_next().await {
+        done.context("an adapter task")?.context("a demo adapter")?;
     }
-    sim.stop().await;
+    legs_task.await.context("the leg endpoint task")?.context("the leg endpoint")?;
+    while let Some(done) = players.join_next().await {
+        done.context("a simulator task")?;
+    }
+    result
 }
 
 /// `--forward-to`: the events go through the real outbox and forwarder as well as to stdout.
@@ -269,11 +231,4 @@ async fn wait_delivered(outbox: &Outbox, timeout_secs: u64, shutdown: &Cancellat
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
-}
-
-/// Writes a small private file (a demo secret) and returns its path.
-fn write_file(dir: &Path, name: &str, contents: &str) -> anyhow::Result<PathBuf> {
-    let path = dir.join(name);
-    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
 }

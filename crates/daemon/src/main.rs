@@ -9,6 +9,7 @@ mod demo;
 mod logging;
 mod notify;
 mod outbox_cli;
+mod pbx_types;
 mod pipeline;
 mod service;
 mod sinks;

@@ -6,16 +6,16 @@
 //! tell systemd we are ready. Shutdown runs the other way so nothing is lost: adapters stop
 //! first, the pipeline commits what they sent, then the forwarder stops and the outbox closes.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use adapter_avaya_r11::DevLink3Adapter;
 use anyhow::Context;
 use correlation::{Correlator, LegUpdate};
 use forwarder::{DeliveryState, Forwarder};
 use leg_announce::LegAnnounceServer;
 use listener_core::{
-    Adapter, AdapterError, AdapterEvent, BoxFuture, CallLifecycle, EventContext, LinkState, NumberCache, SignalSink,
-    SinkClosed,
+    AdapterError, AdapterEvent, AdapterState, BoxFuture, CallLifecycle, EventContext, LinkState, NumberCache,
+    SignalSink, SinkClosed,
 };
 use outbox::{Outbox, OutboxConfig, StateChange};
 use sip_tap::SipTap;
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, Check, Health};
-use crate::config::{Config, PbxSettings};
+use crate::config::Config;
 use crate::notify::{self, Watchdog};
 use crate::pipeline::{self, ChannelSink, Cores, Inputs, NUMBER_CACHE};
 use crate::sinks::OutboxSink;
@@ -46,7 +46,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let health = Health::default();
 
     let outbox = open_outbox(&config)?;
-    let lifecycle = restore_lifecycle(&config, &outbox).await?;
+    let (lifecycle, mut adapter_states) = restore_state(&config, &outbox).await?;
 
     let forwarder = Forwarder::new(outbox.clone(), config.platform.clone()).context("building the HTTP client")?;
     let forwarder_stop = CancellationToken::new();
@@ -69,9 +69,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         warn!("No [[pbx]] block is configured: only events already in the outbox will be delivered.");
     }
     for pbx in &config.pbx {
-        let adapter: Box<dyn Adapter> = match &pbx.settings {
-            PbxSettings::AvayaR11(settings) => Box::new(DevLink3Adapter::new(pbx.id.clone(), settings.clone())),
-        };
+        let state = adapter_states.remove(&*pbx.id.name).unwrap_or_default();
+        let adapter = pbx.settings.build(pbx.id.clone(), state);
         health.update(|h| {
             h.pbx.insert(pbx.id.name.to_string(), Check::failing("connecting"));
         });
@@ -120,7 +119,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     drop(legs_tx);
 
-    let correlator = Correlator::new(config.correlation.clone()).context("the [correlation] settings")?;
+    let correlator = Correlator::with_settings(config.correlation.clone());
     let cores = Cores::new(NumberCache::new(config.numbers.clone(), NUMBER_CACHE), correlator, lifecycle);
     let inputs = Inputs { adapters: rx, legs: legs_rx };
     let mut pipeline_task = tokio::spawn({
@@ -232,9 +231,13 @@ fn open_outbox(config: &Config) -> anyhow::Result<Outbox> {
         .with_context(|| format!("opening the outbox {}", path.display()))
 }
 
-/// The lifecycle, with the calls that were open when we last stopped. Unreadable records are
-/// counted, logged and deleted: they must never stop the daemon from starting.
-async fn restore_lifecycle(config: &Config, outbox: &Outbox) -> anyhow::Result<CallLifecycle> {
+/// The lifecycle, with the calls that were open when we last stopped, and each PBX's adapter
+/// checkpoints by PBX name. Unreadable records are counted, logged and deleted: they must never
+/// stop the daemon from starting.
+async fn restore_state(
+    config: &Config,
+    outbox: &Outbox,
+) -> anyhow::Result<(CallLifecycle, HashMap<String, AdapterState>)> {
     let ctx = EventContext {
         account_id: config.account.id,
         account_name: config.account.name.clone(),
@@ -242,6 +245,12 @@ async fn restore_lifecycle(config: &Config, outbox: &Outbox) -> anyhow::Result<C
     };
     let mut lifecycle = CallLifecycle::new(ctx);
     let records = outbox.load_state().await.context("reading the call state from the outbox")?;
+    let mut adapters: HashMap<String, AdapterState> = HashMap::new();
+    for (key, value) in &records {
+        if let Some((pbx, key)) = key.strip_prefix(pipeline::CHECKPOINT_PREFIX).and_then(|k| k.split_once('/')) {
+            adapters.entry(pbx.to_owned()).or_default().insert(key.to_owned(), value.clone());
+        }
+    }
     let errors = lifecycle.restore(records);
     if !errors.is_empty() {
         for e in &errors {
@@ -257,7 +266,7 @@ async fn restore_lifecycle(config: &Config, outbox: &Outbox) -> anyhow::Result<C
             "Restored open calls; they are reconciled when each PBX sends its snapshot."
         );
     }
-    Ok(lifecycle)
+    Ok((lifecycle, adapters))
 }
 
 /// Mirrors the forwarder's status into health and `systemctl status`.

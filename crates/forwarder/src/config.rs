@@ -64,11 +64,12 @@ mod defaults {
     }
 }
 
-/// A `[platform]` setting that cannot be used. Each variant names the key (and the file).
+/// A `[platform]` setting that cannot be used. [`ConfigError::key`] names the key; the
+/// message says what is wrong with it (the daemon prints both, with the line).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// `url` does not parse.
-    #[error("platform.url: {value:?} is not a URL: {reason}")]
+    #[error("{value:?} is not a URL: {reason}")]
     BadUrl {
         /// What was written.
         value: String,
@@ -76,16 +77,16 @@ pub enum ConfigError {
         reason: String,
     },
     /// `url` is neither https nor http to a loopback host.
-    #[error("platform.url: {value:?} must be https:// (http:// is allowed only to 127.0.0.1, ::1 or localhost)")]
+    #[error("{value:?} must be https:// (http:// is allowed only to 127.0.0.1, ::1 or localhost)")]
     InsecureUrl {
         /// What was written.
         value: String,
     },
     /// Not one or two secret files.
-    #[error("platform.signing_secret_files: {0} files given; give one, or two during a rotation")]
+    #[error("{0} files given; give one, or two during a rotation")]
     SecretCount(usize),
     /// A file could not be read.
-    #[error("platform.{key}: cannot read {path}: {source}")]
+    #[error("cannot read {path}: {source}")]
     ReadFile {
         /// The key naming the file.
         key: &'static str,
@@ -96,7 +97,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A secret file does not hold a valid `whsec_` secret.
-    #[error("platform.signing_secret_files: {path}: {source}")]
+    #[error("{path}: {source}")]
     BadSecret {
         /// The file.
         path: PathBuf,
@@ -105,13 +106,13 @@ pub enum ConfigError {
         source: SecretError,
     },
     /// The bearer token file is empty or holds characters a header cannot carry.
-    #[error("platform.bearer_token_file: {path} must hold one token of printable ASCII")]
+    #[error("{path} must hold one token of printable ASCII")]
     BadToken {
         /// The file.
         path: PathBuf,
     },
     /// The CA file holds no usable certificate.
-    #[error("platform.ca_file: {path}: {reason}")]
+    #[error("{path}: {reason}")]
     BadCaFile {
         /// The file.
         path: PathBuf,
@@ -119,7 +120,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// A number is out of its range.
-    #[error("platform.{key} = {value}: {reason}")]
+    #[error("{value} is out of range: {reason}")]
     OutOfRange {
         /// The key.
         key: &'static str,

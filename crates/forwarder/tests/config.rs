@@ -52,7 +52,8 @@ fn refusals_name_the_key_and_the_file() {
     };
     let e = load(&|c| c.url = "http://events.example.com/l3".into());
     assert!(matches!(e, ConfigError::InsecureUrl { .. }), "{e}");
-    assert!(e.to_string().starts_with("platform.url"));
+    assert_eq!(e.key(), Some("url"));
+    assert!(e.to_string().starts_with("\"http://events.example.com/l3\" must be https://"), "{e}");
     let e = load(&|c| c.url = "not a url".into());
     assert!(matches!(e, ConfigError::BadUrl { .. }), "{e}");
     let e = load(&|c| c.signing_secret_files = vec![]);

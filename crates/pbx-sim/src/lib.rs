@@ -7,7 +7,10 @@
 //!   signatures, records what it receives, and answers as scripted;
 //! - [`avaya_r11`]: a DevLink3 server playing scripted IP Office call scenarios;
 //! - [`announce`]: the platform's leg announcements (signed Level 2 B-leg events);
-//! - [`sip_peers`]: real SIP peers for tests (SIPp through Kamailio, mirrored as HEPv3).
+//! - [`sip_peers`]: real SIP peers for tests (SIPp through Kamailio, mirrored as HEPv3);
+//! - [`conformance`]: the suite every PBX type passes: the real daemon against a simulator,
+//!   its Level 3 sequences compared with a scenario's;
+//! - [`demo`]: the simulated PBXs `pbx-listener demo` runs, and their simulated platform.
 //!
 //! Each module is also a `pbx-sim` subcommand.
 
@@ -15,6 +18,8 @@
 
 pub mod announce;
 pub mod avaya_r11;
+pub mod conformance;
+pub mod demo;
 pub mod platform;
 pub mod sip_peers;
 

@@ -14,11 +14,13 @@ use std::time::Duration;
 use adapter_avaya_r11::packet::{CmExtn, EventHeader, EventTuple};
 use adapter_avaya_r11::{Config, DevLink3Adapter};
 use bytes::Bytes;
+use generic_event::GenericEvent;
 use listener_core::{
     Adapter, AdapterError, AdapterEvent, BoxFuture, CallChange, CallLifecycle, CorrelatedSignal, EventContext,
     LegBinding, LinkState, PbxId, PbxType, SignalBody, SignalSink, SinkClosed,
 };
 use pbx_sim::avaya_r11::{AuthMode, AvayaSim, CallSpec, Scenario, SimConfig, TlsFiles};
+use pbx_sim::conformance::{self, SequenceKey};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -69,7 +71,7 @@ async fn rig(sim_config: SimConfig, client_password: &str, tweak: impl FnOnce(&m
     let mut config = Config::new("127.0.0.1", "devlink", password.0.clone());
     config.port = Some(sim.addr().port());
     config.resync_settle_ms = 200;
-    config.reconnect_min_ms = 20;
+    config.reconnect_min_ms = 100;
     config.reconnect_max_secs = 1;
     config.connect_timeout_secs = 5;
     tweak(&mut config);
@@ -183,8 +185,8 @@ impl Rig {
         out
     }
 
-    /// The Level 3 statuses per extension after the real `CallLifecycle`.
-    fn statuses(&self) -> BTreeMap<String, Vec<String>> {
+    /// The Level 3 events the real `CallLifecycle` builds from what the adapter sent.
+    fn level3(&self) -> Vec<GenericEvent> {
         let ctx =
             EventContext { account_id: uuid::Uuid::nil(), account_name: "e2e".into(), static_meta: Default::default() };
         let mut lc = CallLifecycle::new(ctx);
@@ -197,20 +199,16 @@ impl Rig {
                 AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => {}
             }
         }
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        while let Some(o) = lc.poll_event() {
-            let e = o.event;
-            let mut text = e.status.to_string();
-            if let Some(r) = e.meta.get("reason") {
-                text.push(':');
-                text.push_str(r);
-            }
-            if e.meta.get("reconciled").map(String::as_str) == Some("true") {
-                text.push_str(" (reconciled)");
-            }
-            out.entry(e.extension.clone().unwrap_or_else(|| "-".into())).or_default().push(text);
-        }
-        out
+        std::iter::from_fn(|| lc.poll_event()).map(|o| o.event).collect()
+    }
+
+    /// The Level 3 statuses per extension (the conformance suite's notation), after checking
+    /// the contract's rules on them.
+    fn statuses(&self) -> BTreeMap<String, Vec<String>> {
+        let events = self.level3();
+        let broken = conformance::contract_violations(&events);
+        assert!(broken.is_empty(), "{broken:#?}");
+        conformance::sequences(&events, SequenceKey::Extension)
     }
 
     fn links(&self) -> Vec<String> {
@@ -474,28 +472,10 @@ async fn every_scenario_in_one_session_closes_every_device() {
     }
     rig.wait_for_resyncs(2).await;
     // The compliance property: every device that rang or connected ends disconnected.
-    let ctx =
-        EventContext { account_id: uuid::Uuid::nil(), account_name: "e2e".into(), static_meta: Default::default() };
-    let mut lc = CallLifecycle::new(ctx);
-    for e in &rig.events {
-        match e {
-            AdapterEvent::Signal(s) => {
-                lc.handle_signal(CorrelatedSignal { signal: s.clone(), binding: LegBinding::unmatched() })
-            }
-            AdapterEvent::Resync { pbx, live_calls, at } => lc.handle_resync(pbx, live_calls, *at),
-            AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => {}
-        }
-    }
-    assert_eq!(lc.open_calls(), 0);
-    let mut last: BTreeMap<(uuid::Uuid, String), String> = BTreeMap::new();
-    while let Some(o) = lc.poll_event() {
-        last.insert(
-            (o.event.child_sid.unwrap(), o.event.extension.clone().unwrap_or_default()),
-            o.event.status.to_string(),
-        );
-    }
-    assert!(last.len() >= 15, "{last:?}");
-    assert!(last.values().all(|s| s == "disconnected"), "{last:?}");
+    let events = rig.level3();
+    assert!(events.len() >= 40, "{}", events.len());
+    let broken = conformance::contract_violations(&events);
+    assert!(broken.is_empty(), "{broken:#?}");
     rig.finish().await;
 }
 

@@ -17,13 +17,15 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use listener_core::{NumberPlan, PbxId};
+use listener_core::{LoadContext, NumberPlan, PbxId};
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use uuid::Uuid;
 
 pub use file::{LogFormat, WhenFull};
+
+use crate::pbx_types::{self, BlockError, LoadedPbx};
 pub use span::{KeyPath, SpanIndex, line_col};
 
 /// Where the daemon looks for its configuration by default.
@@ -89,8 +91,8 @@ pub struct Config {
     pub pbx: Vec<PbxConfig>,
     /// `[platform]`, secrets loaded.
     pub platform: forwarder::ForwarderSettings,
-    /// `[correlation]`, validated.
-    pub correlation: correlation::CorrelationConfig,
+    /// `[correlation]`, validated, its patterns compiled, knowing whether a leg source exists.
+    pub correlation: correlation::CorrelationSettings,
     /// `[legs]`, paths resolved and secrets checked, if configured.
     pub legs: Option<leg_announce::LegsConfig>,
     /// `[sip_tap]`, paths resolved, if configured.
@@ -101,6 +103,9 @@ pub struct Config {
     pub admin: AdminSettings,
     /// `[log]`.
     pub log: file::LogSection,
+    /// What works but is probably not what the admin meant (`check-config` prints these; `run`
+    /// logs them).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// `[account]`, validated.
@@ -117,15 +122,8 @@ pub struct Account {
 pub struct PbxConfig {
     /// Its name and type.
     pub id: PbxId,
-    /// Its adapter's settings.
-    pub settings: PbxSettings,
-}
-
-/// The adapter-specific part of a `[[pbx]]` block.
-#[derive(Debug)]
-pub enum PbxSettings {
-    /// `type = "avaya-r11"`: the DevLink3 adapter's settings, password loaded.
-    AvayaR11(adapter_avaya_r11::LoadedConfig),
+    /// Its kind's settings, loaded.
+    pub settings: LoadedPbx,
 }
 
 /// `[outbox]`, validated.
@@ -146,36 +144,50 @@ pub struct AdminSettings {
     pub listen: Option<SocketAddr>,
 }
 
-/// Collects errors with their locations while validating.
+/// Collects errors and warnings with their locations while validating.
 pub(crate) struct Checker<'a> {
     path: &'a Path,
     index: &'a SpanIndex<'a>,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl<'a> Checker<'a> {
     fn new(path: &'a Path, index: &'a SpanIndex<'a>) -> Checker<'a> {
-        Checker { path, index, errors: Vec::new() }
+        Checker { path, index, errors: Vec::new(), warnings: Vec::new() }
     }
 
-    /// An error about the key at `key`.
-    pub(crate) fn at(&mut self, key: &KeyPath, message: impl Into<String>) {
-        self.errors.push(ConfigError {
+    fn entry(&self, key: &KeyPath, message: impl Into<String>) -> ConfigError {
+        ConfigError {
             file: self.path.to_owned(),
             location: self.index.locate(key),
             key: Some(key.to_string()),
             message: message.into(),
-        });
+        }
     }
 
-    /// An error from toml/serde (which carries its own span).
+    /// An error about the key at `key`.
+    pub(crate) fn at(&mut self, key: &KeyPath, message: impl Into<String>) {
+        let e = self.entry(key, message);
+        self.errors.push(e);
+    }
+
+    /// A warning about the key at `key`: the configuration works, but probably not as meant.
+    pub(crate) fn warn(&mut self, key: &KeyPath, message: impl Into<String>) {
+        let w = self.entry(key, message);
+        self.warnings.push(w);
+    }
+
+    /// An error from toml/serde (which carries its own span). The key is the one written at the
+    /// span when there is one (an unknown or mistyped key), else `key`.
     fn toml(&mut self, err: &toml::de::Error, key: Option<&KeyPath>) {
         let location =
             err.span().map(|s| self.index.line_col(s.start)).or_else(|| key.and_then(|k| self.index.locate(k)));
+        let at_span = err.span().and_then(|s| self.index.path_at(s.start));
         self.errors.push(ConfigError {
             file: self.path.to_owned(),
             location,
-            key: key.filter(|k| !k.0.is_empty()).map(ToString::to_string),
+            key: at_span.as_ref().or(key).filter(|k| !k.0.is_empty()).map(ToString::to_string),
             message: err.message().trim_end().to_owned(),
         });
     }
@@ -239,7 +251,10 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let base = path.parent().unwrap_or(Path::new(".")).to_owned();
     let config = validate(&mut check, raw, &index, &base, path);
     match config {
-        Some(c) if check.errors.is_empty() => Ok(c),
+        Some(mut c) if check.errors.is_empty() => {
+            c.warnings = check.warnings;
+            Ok(c)
+        }
         _ => Err(ConfigErrors(check.errors)),
     }
 }
@@ -275,9 +290,6 @@ fn validate(
     };
     let pbx = validate_pbx_blocks(check, index, base);
     let platform = load_platform(check, raw.platform, base);
-    if let Err(e) = raw.correlation.validate() {
-        check.keyed("correlation", Some(e.key()), &e);
-    }
     let legs = raw.legs.map(|legs| check_legs(check, legs, base));
     let sip_tap = raw.sip_tap.map(|mut tap| {
         if let Some(p) = &mut tap.hep_auth_key_file {
@@ -288,6 +300,13 @@ fn validate(
         }
         tap
     });
+    let correlation = match correlation::CorrelationSettings::new(raw.correlation) {
+        Ok(settings) => Some(settings.with_leg_sources(legs.is_some() || sip_tap.is_some())),
+        Err(e) => {
+            check.at(&KeyPath::keys(&["correlation", e.key()]), e.to_string());
+            None
+        }
+    };
     let outbox = OutboxSettings {
         data_dir: resolve(base, &raw.outbox.data_dir),
         max_bytes: raw.outbox.max_bytes,
@@ -312,13 +331,30 @@ fn validate(
         numbers: numbers?,
         pbx,
         platform: platform?,
-        correlation: raw.correlation,
+        correlation: correlation?,
         legs,
         sip_tap,
         outbox,
         admin,
         log: raw.log,
+        warnings: Vec::new(),
     })
+}
+
+/// Only the `[[pbx]]` blocks of `text` (the demo's simulated PBXs): loaded exactly as in a
+/// configuration file, through the PBX-type table.
+pub fn load_pbx_blocks(path: &Path, text: &str) -> Result<Vec<PbxConfig>, ConfigErrors> {
+    let index = SpanIndex::parse(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            location: e.span().map(|s| line_col(text, s.start)),
+            key: None,
+            message: e.message().trim_end().to_owned(),
+        }])
+    })?;
+    let mut check = Checker::new(path, &index);
+    let pbx = validate_pbx_blocks(&mut check, &index, path.parent().unwrap_or(Path::new(".")));
+    if check.errors.is_empty() { Ok(pbx) } else { Err(ConfigErrors(check.errors)) }
 }
 
 /// `[[pbx]]` blocks: `type` picks the adapter, whose own config type reads the other keys.
@@ -353,20 +389,13 @@ fn validate_pbx_blocks(check: &mut Checker<'_>, index: &SpanIndex<'_>, base: &Pa
         if !names.insert(name.clone()) {
             check.at(&at.key("name"), format!("another [[pbx]] block is already named {name:?}"));
         }
-        let pbx_type = match table.get("type").map(|v| v.get_ref()) {
-            Some(DeValue::String(s)) => match s.as_ref() {
-                "avaya-r11" => adapter_avaya_r11::PBX_TYPE,
-                "avaya-r9" | "3cx" => {
+        let kind = match table.get("type").map(|v| v.get_ref()) {
+            Some(DeValue::String(s)) => match pbx_types::find(s) {
+                Some(kind) => kind,
+                None => {
                     check.at(
                         &at.key("type"),
-                        format!("type {s:?} is not supported by this version yet (supported: \"avaya-r11\")"),
-                    );
-                    continue;
-                }
-                other => {
-                    check.at(
-                        &at.key("type"),
-                        format!("unknown PBX type {other:?} (expected \"avaya-r11\", \"avaya-r9\" or \"3cx\")"),
+                        format!("unknown PBX type {s:?} (this version reads {})", pbx_types::supported()),
                     );
                     continue;
                 }
@@ -376,36 +405,31 @@ fn validate_pbx_blocks(check: &mut Checker<'_>, index: &SpanIndex<'_>, base: &Pa
                 continue;
             }
             None => {
-                check.at(&at, "missing key `type` (\"avaya-r11\", \"avaya-r9\" or \"3cx\")");
+                check.at(&at, format!("missing key `type` ({})", pbx_types::supported()));
                 continue;
             }
         };
-        // The adapter's keys: everything but `name` and `type`, with spans kept for errors.
+        // The kind's keys: everything but `name` and `type`, with spans kept for errors.
         let rest: DeTable<'_> = table
             .iter()
             .filter(|(k, _)| !matches!(k.get_ref().as_ref(), "name" | "type"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let rest = Spanned::new(block.span(), DeValue::Table(rest));
-        let settings = {
-            check.sub::<adapter_avaya_r11::Config>(rest, &at).and_then(|mut c| {
-                c.password_file = resolve(base, &c.password_file);
-                if let Some(ca) = &mut c.ca_file {
-                    *ca = resolve(base, ca);
+        let ctx = LoadContext { base_dir: base, pbx_name: &name };
+        match kind.load(rest, &ctx) {
+            Ok(settings) => {
+                for w in settings.warnings() {
+                    check.warn(&at.dotted(&w.key), w.message);
                 }
-                match c.load() {
-                    Ok(loaded) => Some(PbxSettings::AvayaR11(loaded)),
-                    Err(errors) => {
-                        for e in errors.0 {
-                            check.at(&at.key(&e.key), e.message);
-                        }
-                        None
-                    }
+                out.push(PbxConfig { id: PbxId::new(name, kind.pbx_type()), settings });
+            }
+            Err(BlockError::Toml(e)) => check.toml(&e, Some(&at)),
+            Err(BlockError::Settings(errors)) => {
+                for e in errors.0 {
+                    check.at(&at.dotted(&e.key), e.message);
                 }
-            })
-        };
-        if let Some(settings) = settings {
-            out.push(PbxConfig { id: PbxId::new(name, pbx_type), settings });
+            }
         }
     }
     out
@@ -427,7 +451,11 @@ fn load_platform(
     match platform.load() {
         Ok(settings) => Some(settings),
         Err(e) => {
-            check.keyed("platform", e.key(), &e);
+            let key = match e.key() {
+                Some(k) => KeyPath::keys(&["platform", k]),
+                None => KeyPath::keys(&["platform"]),
+            };
+            check.at(&key, e.to_string());
             None
         }
     }
@@ -485,17 +513,7 @@ impl Config {
         line(format!("account      {} ({})", self.account.name, self.account.id));
         line(format!("numbers      default region {}", self.numbers.region()));
         for p in &self.pbx {
-            match &p.settings {
-                PbxSettings::AvayaR11(c) => line(format!(
-                    "pbx          {} (avaya-r11): DevLink3 {}{}:{} as {}, flags {:?}",
-                    p.id.name,
-                    if c.tls.is_some() { "TLS " } else { "" },
-                    c.host,
-                    c.port,
-                    c.username,
-                    c.flags
-                )),
-            }
+            line(format!("pbx          {} ({}): {}", p.id.name, p.id.pbx_type, p.settings.describe()));
         }
         if self.pbx.is_empty() {
             line("pbx          none configured: the daemon would only forward what is already queued".into());
@@ -539,15 +557,25 @@ impl Config {
                 if parts.is_empty() { "configured but nothing listens".into() } else { parts.join(", ") }
             ));
         }
-        line(format!(
-            "correlation  unmatched calls are {}, wait for leg {} ms, number window {} ms",
-            match self.correlation.unmatched {
-                correlation::UnmatchedPolicy::Forward => "forwarded",
-                correlation::UnmatchedPolicy::Drop => "dropped",
-            },
-            self.correlation.wait_for_leg_ms,
-            self.correlation.number_window_ms
-        ));
+        let c = self.correlation.config();
+        let unmatched = match c.unmatched {
+            correlation::UnmatchedPolicy::Forward => "forwarded",
+            correlation::UnmatchedPolicy::Drop => "dropped",
+        };
+        if self.correlation.leg_sources() {
+            let directions: Vec<&str> = c.wait_for_directions.iter().map(|d| d.as_str()).collect();
+            line(format!(
+                "correlation  {} calls wait up to {} ms for their leg (number window {} ms); unmatched calls are {unmatched}",
+                directions.join("/"),
+                c.wait_for_leg_ms,
+                c.number_window_ms
+            ));
+        } else {
+            line(format!(
+                "correlation  no leg source ([legs], [sip_tap]): no call waits; {}unmatched calls are {unmatched}",
+                if c.call_id_pattern.is_some() { "call_id_pattern binds at once; " } else { "" }
+            ));
+        }
         match self.admin.listen {
             Some(addr) => line(format!("admin        http://{addr}/metrics, /health/live, /health/ready")),
             None => line("admin        disabled".into()),

@@ -39,6 +39,13 @@ impl KeyPath {
         KeyPath(p)
     }
 
+    /// This path with a dotted relative key appended (`"smdr.listen"`); `""` is the path itself.
+    pub fn dotted(&self, relative: &str) -> KeyPath {
+        let mut p = self.0.clone();
+        p.extend(relative.split('.').filter(|k| !k.is_empty()).map(|k| Seg::Key(k.to_owned())));
+        KeyPath(p)
+    }
+
     /// This path with one more index.
     pub fn index(&self, i: usize) -> KeyPath {
         let mut p = self.0.clone();
@@ -97,6 +104,39 @@ impl<'a> SpanIndex<'a> {
         best
     }
 
+    /// The path of the key written at byte `offset` (serde's span of an unknown key points
+    /// there), so an error can name `admin.listenn` rather than `listenn`.
+    pub fn path_at(&self, offset: usize) -> Option<KeyPath> {
+        // The deepest key whose name or scalar value covers the offset. Tables and arrays are
+        // searched whatever their spans say: an array of tables' span need not cover them all.
+        fn in_table(table: &DeTable<'_>, offset: usize, path: &mut Vec<Seg>) -> bool {
+            for (key, value) in table {
+                path.push(Seg::Key(key.get_ref().to_string()));
+                if key.span().contains(&offset) || in_value(value, offset, path) {
+                    return true;
+                }
+                path.pop();
+            }
+            false
+        }
+        fn in_value(value: &Spanned<DeValue<'_>>, offset: usize, path: &mut Vec<Seg>) -> bool {
+            match value.get_ref() {
+                DeValue::Table(t) => in_table(t, offset, path),
+                DeValue::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                    path.push(Seg::Index(i));
+                    let found = in_value(item, offset, path);
+                    if !found {
+                        path.pop();
+                    }
+                    found
+                }),
+                _ => value.span().contains(&offset),
+            }
+        }
+        let mut path = Vec::new();
+        in_table(self.doc.get_ref(), offset, &mut path).then_some(KeyPath(path))
+    }
+
     /// 1-based line and column of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         line_col(self.text, offset)
@@ -133,5 +173,17 @@ mod tests {
         assert_eq!(idx.locate(&KeyPath::keys(&["pbx"]).index(1).key("port")), table);
         assert_eq!(idx.locate(&KeyPath::keys(&["nothing"])), None);
         assert_eq!(KeyPath::keys(&["pbx"]).index(1).key("host").to_string(), "pbx[1].host");
+        assert_eq!(KeyPath::keys(&["pbx"]).index(0).dotted("smdr.listen").to_string(), "pbx[0].smdr.listen");
+        assert_eq!(KeyPath::keys(&["pbx"]).dotted("").to_string(), "pbx");
+    }
+
+    #[test]
+    fn finds_the_key_written_at_an_offset() {
+        let idx = SpanIndex::parse(TEXT).unwrap();
+        let at = |needle: &str| idx.path_at(TEXT.find(needle).unwrap()).map(|p| p.to_string());
+        assert_eq!(at("host").as_deref(), Some("pbx[1].host"));
+        assert_eq!(at("id =").as_deref(), Some("account.id"));
+        assert_eq!(at("\"x\"").as_deref(), Some("account.id"), "a value names its key");
+        assert_eq!(idx.path_at(TEXT.len() + 10), None);
     }
 }

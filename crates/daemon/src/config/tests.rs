@@ -176,13 +176,16 @@ fn the_examples_commented_keys_are_valid() {
         .replace("secrets/platform-token", "secrets/avaya-password")
         // A CA file only goes with `tls = true`, which needs a real certificate: left out here.
         .replace("ca_file = \"/etc/pbx-listener/ipoffice-ca.pem\"\n", "")
+        .replace("tls_server_name = \"ipoffice.example.com\"\n", "")
         .replace("ca_file = \"/etc/pbx-listener/platform-ca.pem\"\n", "")
         .replace("tls_cert_file = \"/etc/pbx-listener/legs.crt\"\n", "")
         .replace("tls_key_file = \"/etc/pbx-listener/legs.key\"\n", "");
     assert!(uncommented.contains("\n[legs]\n") && uncommented.contains("\n[sip_tap]\n"), "{uncommented}");
     let config = load(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
     assert!(config.legs.is_some() && config.sip_tap.is_some());
-    assert!(config.correlation.call_id_pattern.is_some() && config.correlation.token_pattern.is_some());
+    assert!(
+        config.correlation.config().call_id_pattern.is_some() && config.correlation.config().token_pattern.is_some()
+    );
 }
 
 #[test]
@@ -211,4 +214,86 @@ fn an_empty_hep_key_file_is_caught_by_check_config() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].starts_with(&format!("{line}:1 sip_tap.hep_auth_key_file ")), "{errs:?}");
     assert!(errs[0].contains("the file is empty"), "{errs:?}");
+}
+
+/// The keys `deploy/pbx-listener.toml` writes or shows commented out, by section (`pbx:<type>`
+/// for a `[[pbx]]` block of that type; dotted for its sub-tables).
+fn documented_keys() -> std::collections::BTreeSet<(String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut section = String::new();
+    let mut sub = String::new();
+    let mut pbx_keys: Vec<String> = Vec::new();
+    let mut pbx_type: Option<String> = None;
+    let mut flush = |pbx_type: &mut Option<String>, keys: &mut Vec<String>| {
+        if let Some(t) = pbx_type.take() {
+            for k in keys.drain(..) {
+                out.insert((format!("pbx:{t}"), k));
+            }
+        }
+        keys.clear();
+    };
+    let mut flat = Vec::new();
+    for raw in EXAMPLE.lines() {
+        let line = raw.trim_start_matches('#').trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            flush(&mut pbx_type, &mut pbx_keys);
+            section = name.to_owned();
+            sub.clear();
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            match name.strip_prefix("pbx.") {
+                Some(rest) if section == "pbx" => sub = format!("{rest}."),
+                _ => {
+                    flush(&mut pbx_type, &mut pbx_keys);
+                    section = name.to_owned();
+                    sub.clear();
+                }
+            }
+        } else if let Some((key, value)) = line.split_once('=') {
+            let key = key.trim();
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()) {
+                continue;
+            }
+            if section == "pbx" {
+                if key == "type" && sub.is_empty() {
+                    pbx_type = Some(value.trim().trim_matches('"').to_owned());
+                } else {
+                    pbx_keys.push(format!("{sub}{key}"));
+                }
+            } else {
+                flat.push((section.clone(), key.to_owned()));
+            }
+        }
+    }
+    flush(&mut pbx_type, &mut pbx_keys);
+    out.extend(flat);
+    out
+}
+
+/// Issue 9, item 5: every key each section and each PBX type accepts is documented in the
+/// example configuration (written, or commented out with its default), so the README's
+/// promise holds for the next PBX types too.
+#[test]
+fn the_example_config_documents_every_key() {
+    use listener_core::serde_fields;
+    let documented = documented_keys();
+    let mut expected: Vec<(String, String)> = Vec::new();
+    let mut section = |name: &str, keys: Vec<String>| {
+        expected.extend(keys.into_iter().map(|k| (name.to_owned(), k)));
+    };
+    section("account", serde_fields::<file::AccountSection>());
+    section("numbers", serde_fields::<file::NumbersSection>());
+    section("platform", serde_fields::<forwarder::ForwarderConfig>());
+    section("correlation", serde_fields::<correlation::CorrelationConfig>());
+    section("legs", serde_fields::<leg_announce::LegsConfig>());
+    section("sip_tap", serde_fields::<sip_tap::SipTapConfig>());
+    section("outbox", serde_fields::<file::OutboxSection>());
+    section("admin", serde_fields::<file::AdminSection>());
+    section("log", serde_fields::<file::LogSection>());
+    for kind in crate::pbx_types::PBX_TYPES {
+        section(&format!("pbx:{}", kind.pbx_type().as_str()), kind.config_keys());
+    }
+    assert!(expected.len() > 40, "the probe found the keys: {expected:?}");
+    let missing: Vec<String> =
+        expected.iter().filter(|k| !documented.contains(*k)).map(|(s, k)| format!("[{s}] {k}")).collect();
+    assert!(missing.is_empty(), "deploy/pbx-listener.toml does not document: {missing:#?}");
 }

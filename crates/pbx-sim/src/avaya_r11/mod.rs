@@ -224,6 +224,58 @@ impl Shared {
     }
 }
 
+/// The demo's service user and password (public: they only open the simulator).
+const DEMO_USER: &str = "demo";
+const DEMO_PASSWORD: &str = "demo-password";
+
+/// Pause between the demo's steps: fast enough that events show at once, slow enough to watch.
+const DEMO_STEP: Duration = Duration::from_millis(150);
+
+/// The scenarios the demo plays, in turn, for ever.
+const DEMO_SCENARIOS: [&str; 6] = ["hunt-group", "hold", "park", "blind-transfer", "attended-transfer", "abandon"];
+
+/// `pbx-listener demo --pbx avaya-r11`: a simulated IP Office on loopback, and the `[[pbx]]`
+/// keys that point the real adapter at it. Before each call the platform announces its B leg,
+/// with the SIP Call-ID the IP Office then reports in SIPTrack.
+pub async fn demo(
+    dir: &std::path::Path,
+    platform: crate::demo::DemoPlatform,
+    stop: crate::demo::DemoFuture,
+) -> anyhow::Result<crate::demo::DemoPbx> {
+    let config =
+        SimConfig { pacing: Pacing::RealTime { step: DEMO_STEP }, ..SimConfig::fast(DEMO_USER, DEMO_PASSWORD) };
+    let sim = AvayaSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+        .await
+        .context("starting the simulated IP Office")?;
+    let password_file = crate::demo::write_file(dir, "avaya-password", DEMO_PASSWORD)?;
+    let block = format!(
+        "host = \"127.0.0.1\"\nport = {}\nusername = {DEMO_USER:?}\npassword_file = {:?}\n",
+        sim.addr().port(),
+        password_file.display().to_string()
+    );
+    let play = async move {
+        let mut n: u64 = 1;
+        let run = async {
+            loop {
+                sim.wait_for_subscriptions(1).await;
+                for name in DEMO_SCENARIOS {
+                    let Some(scenario) = Scenario::named(name, n) else { continue };
+                    let spec = CallSpec::numbered(n);
+                    platform.announce(&platform.leg(n, Some(spec.sip_call_id.clone()), &spec.caller, &spec.did)).await;
+                    sim.play(&scenario).await;
+                    n += 2;
+                }
+            }
+        };
+        tokio::select! {
+            () = run => {}
+            () = stop => {}
+        }
+        sim.stop().await;
+    };
+    Ok(crate::demo::DemoPbx { name: "demo-ipoffice", block, play: Box::pin(play) })
+}
+
 /// A running DevLink3 simulator. See the module documentation.
 #[derive(Debug)]
 pub struct AvayaSim {
