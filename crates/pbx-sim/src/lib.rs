@@ -6,6 +6,8 @@
 //! - [`platform`]: an HTTP receiver of Level 3 events that verifies Standard Webhooks
 //!   signatures, records what it receives, and answers as scripted;
 //! - [`avaya_r11`]: a DevLink3 server playing scripted IP Office call scenarios;
+//! - [`threecx`]: a 3CX V20 Call Control API (token, snapshot, participants, WebSocket) and
+//!   CDR socket playing scripted call scenarios;
 //! - [`announce`]: the platform's leg announcements (signed Level 2 B-leg events);
 //! - [`sip_peers`]: real SIP peers for tests (SIPp through Kamailio, mirrored as HEPv3);
 //! - [`conformance`]: the suite every PBX type passes: the real daemon against a simulator,
@@ -22,6 +24,7 @@ pub mod conformance;
 pub mod demo;
 pub mod platform;
 pub mod sip_peers;
+pub mod threecx;
 
 /// The `whsec_` secrets given on a command line: `--secret` values, then `--secret-file` files.
 pub fn secrets_from_args(
