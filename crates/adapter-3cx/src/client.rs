@@ -40,7 +40,7 @@ use crate::events::{
     ThreeCxTokenConflict, ThreeCxTokenInvalidated, ThreeCxTokenObtained, ThreeCxTokenRejected,
 };
 use crate::participant::{DnInfo, Participant, parse_snapshot};
-use crate::token::{FetchError, TokenEvent, TokenManager, TokenResponse, TokenSettings};
+use crate::token::{BlockCause, FetchError, TokenEvent, TokenManager, TokenResponse, TokenSettings};
 use crate::tracker::{CdrOutcome, CdrSettings, Fetched, Output, Tracker, TrackerSettings};
 use crate::ws::{self, parse_frame};
 
@@ -64,8 +64,13 @@ pub enum Link {
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// The token machine waits (a refused secret, a conflict, failed requests).
-    #[error("{0}")]
-    TokenBlocked(String),
+    #[error("{reason}")]
+    TokenBlocked {
+        /// Why, for people.
+        reason: String,
+        /// A refusal or a conflict (not a network failure).
+        auth: bool,
+    },
     /// The PBX refused a request with 401 (the token is renewed before the next attempt).
     #[error("the PBX answered 401 to {0}")]
     Unauthorized(&'static str),
@@ -113,7 +118,7 @@ impl SessionError {
     /// A bounded label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            SessionError::TokenBlocked(_) => "token",
+            SessionError::TokenBlocked { .. } => "token",
             SessionError::Unauthorized(_) => "unauthorized",
             SessionError::Licence(_) => "licence",
             SessionError::Connect { .. } => "connect",
@@ -262,6 +267,20 @@ impl ThreeCxAdapter {
                 r = self.session(&mut ctx, sink, &mut came_up) => r,
                 () = &mut shutdown => return Ok(()),
             };
+            // Fetches already under way tell what the PBX said before the link went: apply
+            // them (bounded by the request timeout), then go offline.
+            let drained = timeout(self.config.request_timeout, async {
+                while let Some(done) = ctx.fetches.join_next().await {
+                    if let Ok(done) = done {
+                        self.handle_fetch_done(&mut ctx, done);
+                    }
+                }
+            });
+            tokio::select! {
+                _ = drained => {}
+                () = &mut shutdown => return Ok(()),
+            }
+            self.token_events(&mut ctx);
             ctx.tracker.handle_link_down(now());
             ctx.fetches.abort_all();
             while ctx.fetches.try_join_next().is_some() {}
@@ -278,9 +297,9 @@ impl ThreeCxAdapter {
             let reason = err.to_string();
             let n = now();
             let (delay, auth) = match &err {
-                SessionError::TokenBlocked(_) => {
+                SessionError::TokenBlocked { auth, .. } => {
                     let until = ctx.tokens.blocked_until(n).unwrap_or(n);
-                    (Duration::from_millis(until.since(n)), true)
+                    (Duration::from_millis(until.since(n)), *auth)
                 }
                 SessionError::Licence(_) => {
                     let d = backoff.after_auth_failure(self.config.auth_failure_backoff, unit());
@@ -465,10 +484,21 @@ impl ThreeCxAdapter {
                 return Ok(t.clone());
             }
             if let Some(until) = ctx.tokens.blocked_until(n) {
-                return Err(SessionError::TokenBlocked(format!(
-                    "no usable access token; next attempt in {} s",
-                    until.since(n).div_ceil(1000)
-                )));
+                let secs = until.since(n).div_ceil(1000);
+                let why = match ctx.tokens.blocked_cause(n) {
+                    Some(BlockCause::Rejected(r)) => format!(
+                        "3CX refused the API client's credentials ({r}): check client_id and client_secret_file"
+                    ),
+                    Some(BlockCause::Conflict) => format!(
+                        "another program is using API client id {:?}: 3CX keeps one token per client id, so each \
+                         takes the other's; give each program its own API client",
+                        self.config.client_id
+                    ),
+                    Some(BlockCause::Failed(r)) => format!("cannot get an access token: {r}"),
+                    None => "no usable access token".to_owned(),
+                };
+                let auth = !matches!(ctx.tokens.blocked_cause(n), Some(BlockCause::Failed(_)) | None);
+                return Err(SessionError::TokenBlocked { reason: format!("{why}; next attempt in {secs} s"), auth });
             }
             self.refresh_token(ctx).await;
         }
@@ -503,7 +533,7 @@ impl ThreeCxAdapter {
             }
             if ctx.tokens.current(now()).is_none() && ctx.tokens.blocked_until(now()).is_some() {
                 // A conflict or a refusal: the session cannot go on without a token.
-                return Err(SessionError::TokenBlocked("the access token was invalidated".into()));
+                return self.token(ctx).await.map(|_| ());
             }
             let timer = ctx.tracker.poll_timeout().map(instant_at);
             let refresh = ctx.tokens.poll_timeout().map(instant_at);

@@ -277,9 +277,21 @@ pub enum TokenEvent {
     },
 }
 
+/// Why the machine waits before its next request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockCause {
+    /// The endpoint refused the client id or secret (what it said).
+    Rejected(String),
+    /// Another program uses the same client id.
+    Conflict,
+    /// Requests failed (the last reason).
+    Failed(String),
+}
+
 /// The token state machine. See the module documentation.
 #[derive(Debug)]
 pub struct TokenManager {
+    cause: Option<BlockCause>,
     settings: TokenSettings,
     token: Option<Token>,
     /// The current token was refused: do not hand it out.
@@ -298,6 +310,7 @@ impl TokenManager {
     /// A machine without a token.
     pub fn new(settings: TokenSettings) -> TokenManager {
         TokenManager {
+            cause: None,
             settings,
             token: None,
             refused: false,
@@ -354,6 +367,11 @@ impl TokenManager {
         self.not_before.filter(|t| now < *t)
     }
 
+    /// Why the machine waits (while [`TokenManager::blocked_until`] says it does).
+    pub fn blocked_cause(&self, now: UnixMillis) -> Option<&BlockCause> {
+        self.blocked_until(now).and(self.cause.as_ref())
+    }
+
     /// The answer to the request [`TokenManager::poll_fetch`] asked for. `unit` in `[0, 1)`
     /// jitters the retry delays.
     pub fn handle_fetched(&mut self, now: UnixMillis, result: Result<TokenResponse, FetchError>, unit: f64) {
@@ -373,6 +391,7 @@ impl TokenManager {
                 });
                 self.refused = false;
                 self.not_before = None;
+                self.cause = None;
                 self.retry.reset();
                 self.events.push_back(TokenEvent::Obtained {
                     generation: self.generation,
@@ -386,12 +405,14 @@ impl TokenManager {
                 let retry_at = now.plus_ms(wait.as_millis() as u64);
                 self.not_before = Some(retry_at);
                 self.refused = true;
+                self.cause = Some(BlockCause::Rejected(reason.clone()));
                 self.events.push_back(TokenEvent::Rejected { reason, retry_at });
             }
             Err(FetchError::Failed(reason)) => {
                 let wait = self.retry.next_delay(unit);
                 let retry_at = now.plus_ms(wait.as_millis() as u64);
                 self.not_before = Some(retry_at);
+                self.cause = Some(BlockCause::Failed(reason.clone()));
                 self.events.push_back(TokenEvent::Failed { reason, retry_at });
             }
         }
@@ -424,6 +445,7 @@ impl TokenManager {
             let wait = base.mul_f64(1.0 + 0.25 * unit.clamp(0.0, 1.0));
             let retry_at = now.plus_ms(wait.as_millis() as u64);
             self.not_before = Some(retry_at);
+            self.cause = Some(BlockCause::Conflict);
             self.invalidations.clear();
             self.events.push_back(TokenEvent::Conflict { recent, retry_at });
         }
@@ -569,6 +591,7 @@ mod tests {
             now = now.plus_ms(1_000);
         }
         assert_eq!(conflicts[..3], [60_000, 120_000, 240_000], "the wait doubles");
+        assert!(m.blocked_cause(now).is_none_or(|c| *c == BlockCause::Conflict));
         assert!(fetches <= 12, "{fetches} token requests in 200 s: no loop");
         m.handle_healthy();
     }
@@ -579,6 +602,7 @@ mod tests {
         assert!(m.poll_fetch(UnixMillis(0)));
         m.handle_fetched(UnixMillis(0), Err(FetchError::Rejected("invalid_client".into())), 0.0);
         assert_eq!(m.blocked_until(UnixMillis(0)), Some(UnixMillis(300_000)));
+        assert_eq!(m.blocked_cause(UnixMillis(0)), Some(&BlockCause::Rejected("invalid_client".into())));
         assert!(!m.poll_fetch(UnixMillis(299_999)));
         assert!(m.poll_fetch(UnixMillis(300_000)));
         m.handle_fetched(UnixMillis(300_000), Err(FetchError::Failed("connection refused".into())), 0.999);

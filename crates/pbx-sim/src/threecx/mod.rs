@@ -582,11 +582,15 @@ async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Bod
                 return reply(StatusCode::BAD_REQUEST, "not a WebSocket upgrade");
             };
             let upgrade = hyper::upgrade::on(&mut req);
-            let shared2 = shared.clone();
+            // Subscribed before the 101 goes out: a notification sent after the client saw
+            // the upgrade succeed is never lost.
+            let (tx, rx) = mpsc::unbounded_channel();
+            shared.pbx().subscribers.push(tx);
+            shared.counters.websockets.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 if let Ok(upgraded) = upgrade.await {
                     let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-                    websocket(ws, shared2).await;
+                    websocket(ws, rx).await;
                 }
             });
             let mut r = Response::new(Full::new(Bytes::new()));
@@ -682,13 +686,10 @@ async fn token(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
     reply(StatusCode::OK, body.to_string())
 }
 
-async fn websocket<S>(mut ws: WebSocketStream<S>, shared: Arc<Shared>)
+async fn websocket<S>(mut ws: WebSocketStream<S>, mut rx: mpsc::UnboundedReceiver<WsMsg>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    shared.pbx().subscribers.push(tx);
-    shared.counters.websockets.fetch_add(1, Ordering::Relaxed);
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
