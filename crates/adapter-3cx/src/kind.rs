@@ -20,7 +20,8 @@ impl PbxKind for ThreeCx {
     type Settings = LoadedConfig;
 
     fn config_keys() -> Vec<String> {
-        let mut keys = serde_fields::<Config>();
+        // `cdr` is a table: its keys are listed dotted instead.
+        let mut keys: Vec<String> = serde_fields::<Config>().into_iter().filter(|k| k != "cdr").collect();
         keys.extend(serde_fields::<CdrConfig>().into_iter().map(|k| format!("cdr.{k}")));
         keys
     }
