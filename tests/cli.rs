@@ -21,7 +21,8 @@ fn demo_prints_valid_level3_events_and_exits_after_count() {
 }
 
 /// Issue 5: `demo --count 50` prints correlated events: the simulated platform announced every
-/// call's B leg, and each PBX call is bound by its SIP Call-ID (SIPTrack).
+/// call's B leg, and each PBX call is bound: by its SIP Call-ID (SIPTrack) on the IP Office, by
+/// number and time on 3CX.
 #[test]
 fn demo_events_are_correlated() {
     let events = demo_events(50);
@@ -35,7 +36,10 @@ fn demo_events_are_correlated() {
             continue;
         }
         assert!(event.call_sid.is_some() && event.parent_call_sid.is_some(), "{event:?}");
-        assert_eq!(event.meta["correlation"], "sip-call-id", "{event:?}");
+        // DevLink3 reports the trunk's SIP Call-ID; 3CX shows no Call-ID, its calls are bound
+        // by caller and DID within the time window.
+        let method = if event.meta["pbxType"] == "3cx" { "number-time" } else { "sip-call-id" };
+        assert_eq!(event.meta["correlation"], method, "{event:?}");
         assert_eq!(event.meta["campaign"], "demo", "the B leg's tags reach meta");
         // One PBX call, one leg: every event of a call carries the same sids.
         let sids = (event.call_sid, event.parent_call_sid);
@@ -44,9 +48,28 @@ fn demo_events_are_correlated() {
     assert!(calls.len() >= 5, "50 events span several calls");
 }
 
+/// Issue 11: `demo --pbx 3cx` shows the 3CX simulator alone, its inbound calls bound to the
+/// platform's legs by caller and DID.
+#[test]
+fn demo_of_3cx_alone_is_correlated() {
+    let events = demo_events_of(&["--pbx", "3cx"], 12);
+    for event in &events {
+        assert_eq!(event.meta["pbxType"], "3cx", "{event:?}");
+        assert_eq!(event.meta["source"], "callcontrol", "{event:?}");
+        assert_eq!(event.meta["correlation"], "number-time", "{event:?}");
+        assert!(event.call_sid.is_some() && event.parent_call_sid.is_some(), "{event:?}");
+    }
+}
+
 /// Runs `demo --count n` and returns its events, each validated against the contract.
 fn demo_events(n: usize) -> Vec<generic_event::GenericEvent> {
-    let out = run_bounded(cmd().args(["demo", "--count", &n.to_string()]), LIMIT);
+    demo_events_of(&[], n)
+}
+
+/// Runs `demo <args> --count n` and returns its events, each validated against the contract.
+fn demo_events_of(args: &[&str], n: usize) -> Vec<generic_event::GenericEvent> {
+    let count = n.to_string();
+    let out = run_bounded(cmd().arg("demo").args(args).args(["--count", &count]), LIMIT);
     assert!(out.status.success(), "exit {}; stderr:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
     let events: Vec<_> =

@@ -260,8 +260,8 @@ async fn queue_call_rings_two_agents_and_one_answers() {
     let SignalBody::Call(c) = &first.body else { panic!() };
     assert_eq!(c.call.0, "1264");
     assert_eq!(c.info.direction, listener_core::Direction::Inbound);
-    assert_eq!(c.info.external_number.as_deref(), Some("+447700900001"));
-    assert_eq!(c.info.dialled_number.as_deref(), Some("+441234567890"));
+    assert_eq!(c.info.external_number.as_deref(), Some("447700900001"));
+    assert_eq!(c.info.dialled_number.as_deref(), Some("441234567890"));
     assert_eq!(c.info.caller_name.as_deref(), Some("Caller 1"));
     assert_eq!(first.facts.get("trunkDn").map(String::as_str), Some("10007"));
     assert!(matches!(rig.links()[..], [LinkState::Connecting, LinkState::Up]), "{:?}", rig.links());

@@ -757,7 +757,8 @@ pub async fn demo(
         let run = async {
             loop {
                 sim.wait_for_snapshots(1).await;
-                for name in ["queue", "transfer", "abandon", "outbound"] {
+                // Inbound calls only: the platform dials them in, so each has a B leg to bind.
+                for name in ["queue", "transfer", "abandon"] {
                     let Some(scenario) = Scenario::named(name, n) else { continue };
                     for spec in scenario.inbound_specs() {
                         platform.announce(&platform.leg(n, None, &spec.caller, &spec.did)).await;

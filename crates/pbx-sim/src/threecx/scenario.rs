@@ -29,9 +29,9 @@ impl CallSpec {
     /// A call with made-up but unique values derived from `n`.
     pub fn numbered(n: u64) -> CallSpec {
         CallSpec {
-            caller: format!("+4477009{:05}", n % 100_000),
+            caller: format!("4477009{:05}", n % 100_000),
             caller_name: format!("Caller {n}"),
-            did: "+441234567890".into(),
+            did: "441234567890".into(),
         }
     }
 }
