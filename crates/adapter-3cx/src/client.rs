@@ -157,6 +157,7 @@ struct FetchDone {
     result: FetchResult,
 }
 
+#[allow(clippy::large_enum_variant)] // Moved once per fetch; `Fetched` is the common case.
 enum FetchResult {
     Fetched(Fetched),
     Unauthorized,

@@ -53,7 +53,7 @@
 
 mod cdr;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use listener_core::{
     AdapterEvent, CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, Facts, PbxCallId, PbxId,
@@ -126,6 +126,8 @@ pub enum Output {
 }
 
 /// The answer to an [`Output::Fetch`].
+// `Found` is the common case; boxing it would cost an allocation per fetch.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetched {
     /// The participant's body.
@@ -269,11 +271,52 @@ struct Referral {
     at: UnixMillis,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Timer {
     Removal(LegKey),
     FetchRetry(LegKey),
     Cdr(cdr::CdrTimer),
+}
+
+/// Deadlines by timer, and timers by deadline (quinn's timer table): the next deadline and
+/// the due timers are found without scanning every timer.
+#[derive(Debug, Default)]
+struct Timers {
+    by_timer: HashMap<Timer, UnixMillis>,
+    by_deadline: BTreeSet<(UnixMillis, Timer)>,
+}
+
+impl Timers {
+    fn insert(&mut self, timer: Timer, at: UnixMillis) {
+        if let Some(old) = self.by_timer.insert(timer.clone(), at) {
+            self.by_deadline.remove(&(old, timer.clone()));
+        }
+        self.by_deadline.insert((at, timer));
+    }
+
+    fn remove(&mut self, timer: &Timer) {
+        if let Some(at) = self.by_timer.remove(timer) {
+            self.by_deadline.remove(&(at, timer.clone()));
+        }
+    }
+
+    fn next(&self) -> Option<UnixMillis> {
+        self.by_deadline.first().map(|(at, _)| *at)
+    }
+
+    /// Removes and returns the timers due at `now`, earliest first.
+    fn take_due(&mut self, now: UnixMillis) -> Vec<Timer> {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.by_deadline.first()
+            && *at <= now
+        {
+            if let Some((_, timer)) = self.by_deadline.pop_first() {
+                self.by_timer.remove(&timer);
+                due.push(timer);
+            }
+        }
+        due
+    }
 }
 
 /// The participant tracker. See the module documentation.
@@ -290,7 +333,7 @@ pub struct Tracker {
     fetches: HashMap<LegKey, FetchSlot>,
     calls: HashMap<String, Call>,
     referrals: HashMap<String, Referral>,
-    timers: BTreeMap<Timer, UnixMillis>,
+    timers: Timers,
     out: VecDeque<Output>,
     stats: TrackerStats,
     cdr: cdr::CdrState,
@@ -315,7 +358,7 @@ impl Tracker {
             fetches: HashMap::new(),
             calls: HashMap::new(),
             referrals: HashMap::new(),
-            timers: BTreeMap::new(),
+            timers: Timers::default(),
             out: VecDeque::new(),
             stats: TrackerStats::default(),
         }
@@ -341,7 +384,7 @@ impl Tracker {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
-        Output::Timeout(self.timers.values().min().copied())
+        Output::Timeout(self.timers.next())
     }
 
     /// The next output other than a timeout (handy in tests and docs).
@@ -351,7 +394,7 @@ impl Tracker {
 
     /// When [`Tracker::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
-        self.timers.values().min().copied()
+        self.timers.next()
     }
 
     /// The WebSocket is up: buffer notifications until [`Tracker::handle_snapshot`].
@@ -539,12 +582,11 @@ impl Tracker {
     /// Time passed: decide removals whose grace ended, retry fetches, expire CDR memory.
     pub fn handle_timeout(&mut self, now: UnixMillis) {
         loop {
-            let due: Vec<Timer> = self.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| t.clone()).collect();
+            let due = self.timers.take_due(now);
             if due.is_empty() {
                 return;
             }
             for timer in due {
-                self.timers.remove(&timer);
                 match timer {
                     Timer::Removal(key) => self.decide_removal(now, &key),
                     Timer::FetchRetry(key) => {
@@ -634,20 +676,22 @@ impl Tracker {
                 call.park_orbit = Some((key.0.clone(), now));
             }
         }
-        if is_new {
-            self.legs.insert(
-                key.clone(),
-                Leg {
-                    role,
-                    body: body.clone(),
-                    call: call_key.clone(),
-                    state: LegState::Other,
-                    announced: false,
-                    since: now,
-                    removing: None,
-                },
-            );
-        }
+        let previous = match self.legs.get_mut(key) {
+            Some(leg) => {
+                let previous = leg.state;
+                leg.body = body;
+                if state != LegState::Other {
+                    leg.state = state;
+                }
+                previous
+            }
+            None => {
+                let leg =
+                    Leg { role, body, call: call_key.clone(), state, announced: false, since: now, removing: None };
+                self.legs.insert(key.clone(), leg);
+                LegState::Other
+            }
+        };
         if let Some(q) = queued_now {
             self.emit(now, &call_key, None, CallChange::Queued { queue: Some(q) }, provenance, Facts::new());
         }
@@ -662,13 +706,6 @@ impl Tracker {
             self.note_park(now, &call_key, &key.0);
         }
 
-        let previous = self.legs.get(key).map_or(LegState::Other, |l| l.state);
-        if let Some(leg) = self.legs.get_mut(key) {
-            leg.body = body;
-            if state != LegState::Other {
-                leg.state = state;
-            }
-        }
         if role != Role::Extension {
             return;
         }
@@ -767,9 +804,7 @@ impl Tracker {
 
     /// A leg's grace is over: say why it left.
     fn decide_removal(&mut self, now: UnixMillis, key: &LegKey) {
-        let Some(leg) = self.legs.get(key).cloned() else { return };
-        let Some(removal) = leg.removing.clone() else { return };
-        let call_key = leg.call.clone();
+        let Some(removal) = self.legs.get(key).and_then(|l| l.removing.clone()) else { return };
         // A fetch of another leg of the call is under way: its body may explain this one.
         // (Any fetch: a leg we are fetching is not in a call until its body comes.)
         let busy = self.fetches.keys().any(|k| k != key);
@@ -780,7 +815,8 @@ impl Tracker {
             self.timers.insert(Timer::Removal(key.clone()), now.plus_ms(self.settings.removal_grace_ms / 2 + 1));
             return;
         }
-        self.legs.remove(key);
+        let Some(leg) = self.legs.remove(key) else { return };
+        let call_key = leg.call.clone();
         self.fetches.remove(key);
         if let Some(c) = self.calls.get_mut(&call_key) {
             c.legs.remove(key);
@@ -872,9 +908,10 @@ impl Tracker {
         provenance: Provenance,
         facts: Facts,
     ) {
+        // Field borrows, not `&self` methods: the call is read while `out` is written.
         let Some(call) = self.calls.get(call_key) else { return };
-        let call = call.clone();
-        self.emit_for(now, &call, ext, change, provenance, facts, SOURCE);
+        let signal = signal(&self.pbx, now, call, ext, change, provenance, facts, SOURCE);
+        self.out.push_back(Output::Event(AdapterEvent::Signal(signal)));
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -885,28 +922,44 @@ impl Tracker {
         ext: Option<&str>,
         change: CallChange,
         provenance: Provenance,
-        mut facts: Facts,
+        facts: Facts,
         source: &'static str,
     ) {
-        if provenance == Provenance::Reconciled {
-            facts.insert("reconciled".into(), "true".into());
-        }
-        if let Some(trunk) = &call.trunk {
-            facts.insert("trunkDn".into(), trunk.clone());
-        }
-        self.out.push_back(Output::Event(AdapterEvent::Signal(PbxSignal {
-            pbx: self.pbx.clone(),
-            at,
-            source,
-            facts,
-            body: SignalBody::Call(CallSignal {
-                call: call.id.clone(),
-                call_started: call.started,
-                extension: ext.map(|e| Extension(e.to_owned())),
-                change,
-                info: call.info.clone(),
-            }),
-        })));
+        let signal = signal(&self.pbx, at, call, ext, change, provenance, facts, source);
+        self.out.push_back(Output::Event(AdapterEvent::Signal(signal)));
+    }
+}
+
+/// A signal about `call` (and `ext`).
+#[allow(clippy::too_many_arguments)]
+fn signal(
+    pbx: &PbxId,
+    at: UnixMillis,
+    call: &Call,
+    ext: Option<&str>,
+    change: CallChange,
+    provenance: Provenance,
+    mut facts: Facts,
+    source: &'static str,
+) -> PbxSignal {
+    if provenance == Provenance::Reconciled {
+        facts.insert("reconciled".into(), "true".into());
+    }
+    if let Some(trunk) = &call.trunk {
+        facts.insert("trunkDn".into(), trunk.clone());
+    }
+    PbxSignal {
+        pbx: pbx.clone(),
+        at,
+        source,
+        facts,
+        body: SignalBody::Call(CallSignal {
+            call: call.id.clone(),
+            call_started: call.started,
+            extension: ext.map(|e| Extension(e.to_owned())),
+            change,
+            info: call.info.clone(),
+        }),
     }
 }
 

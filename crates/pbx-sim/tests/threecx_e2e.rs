@@ -140,11 +140,11 @@ impl Rig {
     }
 
     async fn wait_for_link(&mut self, want: fn(&LinkState) -> bool) -> LinkState {
-        if let Some(s) = self.links().into_iter().find(|s| want(s)) {
+        if let Some(s) = self.links().into_iter().find(&want) {
             return s;
         }
         self.wait_until("a link state", |e| matches!(e, AdapterEvent::Link { state, .. } if want(state))).await;
-        self.links().into_iter().rev().find(|s| want(s)).unwrap()
+        self.links().into_iter().rev().find(want).unwrap()
     }
 
     async fn ready(&mut self) {

@@ -121,7 +121,7 @@ impl CdrOutcome {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) enum CdrTimer {
     /// Forget an ended call.
     Forget(String),
@@ -158,6 +158,8 @@ pub(super) struct CdrState {
     settings: Option<CdrSettings>,
     /// Ended calls, by PBX call id.
     ended: HashMap<String, Remembered>,
+    /// The ended calls of each extension, by first sight: `(start ms, call id)`.
+    by_extension: HashMap<String, BTreeSet<(u64, String)>>,
     /// Processed record keys → when.
     processed: HashMap<String, UnixMillis>,
     /// Parks found in records while their call was still live: (extension, slot, at).
@@ -172,6 +174,7 @@ impl CdrState {
         CdrState {
             settings,
             ended: HashMap::new(),
+            by_extension: HashMap::new(),
             processed: HashMap::new(),
             pending_parks: HashMap::new(),
             gaps: Vec::new(),
@@ -192,6 +195,39 @@ impl CdrState {
         }
         let keep = self.settings.as_ref().map_or(0, |s| s.backfill_max_age_ms);
         self.gaps.retain(|(_, end)| now.since(*end) <= keep);
+    }
+
+    /// Remembers an ended call (replacing what was known of it).
+    fn remember(&mut self, key: String, r: Remembered) {
+        self.forget(&key);
+        for ext in &r.x {
+            self.by_extension.entry(ext.clone()).or_default().insert((r.s, key.clone()));
+        }
+        self.ended.insert(key, r);
+    }
+
+    /// Forgets an ended call.
+    fn forget(&mut self, key: &str) -> Option<Remembered> {
+        let r = self.ended.remove(key)?;
+        for ext in &r.x {
+            if let Some(set) = self.by_extension.get_mut(ext) {
+                set.remove(&(r.s, key.to_owned()));
+                if set.is_empty() {
+                    self.by_extension.remove(ext);
+                }
+            }
+        }
+        Some(r)
+    }
+
+    /// Ended calls of `ext` first seen within `window` ms of `start`.
+    fn ended_near<'s>(&'s self, ext: &str, start: u64, window: u64) -> impl Iterator<Item = &'s String> + 's {
+        let lo = (start.saturating_sub(window), String::new());
+        let hi = start.saturating_add(window);
+        self.by_extension
+            .get(ext)
+            .into_iter()
+            .flat_map(move |set| set.range(lo.clone()..).take_while(move |(s, _)| *s <= hi).map(|(_, k)| k))
     }
 
     /// Whether the live feed was out of sync at any time in `[start, end]`.
@@ -297,7 +333,7 @@ impl Tracker {
                         let since = UnixMillis(r.e.unwrap_or(r.s));
                         let forget = since.plus_ms(settings.remember_ms).max(now);
                         self.timers.insert(Timer::Cdr(CdrTimer::Forget(call.to_owned())), forget);
-                        self.cdr.ended.insert(call.to_owned(), r);
+                        self.cdr.remember(call.to_owned(), r);
                     }
                     Err(_) => unreadable += 1,
                 }
@@ -363,7 +399,7 @@ impl Tracker {
         let value = serde_json::to_vec(&r).unwrap_or_default();
         self.checkpoint(format!("{CALL_PREFIX}{key}"), Some(value));
         self.timers.insert(Timer::Cdr(CdrTimer::Forget(key.clone())), now.plus_ms(settings.remember_ms));
-        self.cdr.ended.insert(key, r);
+        self.cdr.remember(key, r);
         self.bound_memory();
     }
 
@@ -375,7 +411,7 @@ impl Tracker {
             else {
                 break;
             };
-            self.cdr.ended.remove(&oldest);
+            self.cdr.forget(&oldest);
             self.timers.remove(&Timer::Cdr(CdrTimer::Forget(oldest.clone())));
             self.checkpoint(format!("{CALL_PREFIX}{oldest}"), None);
         }
@@ -392,7 +428,7 @@ impl Tracker {
     pub(super) fn cdr_timeout(&mut self, _now: UnixMillis, timer: CdrTimer) {
         match timer {
             CdrTimer::Forget(call) => {
-                if self.cdr.ended.remove(&call).is_some() {
+                if self.cdr.forget(&call).is_some() {
                     self.checkpoint(format!("{CALL_PREFIX}{call}"), None);
                 }
             }
@@ -443,10 +479,8 @@ impl Tracker {
                     candidates.insert(k.clone());
                 }
             }
-            for (k, c) in &self.cdr.ended {
-                if near(c.s) && c.x.iter().any(|e| exts.contains(e.as_str())) {
-                    candidates.insert(k.clone());
-                }
+            for ext in &exts {
+                candidates.extend(self.cdr.ended_near(ext, t.start.0, s.match_window_ms).cloned());
             }
             match candidates.len() {
                 0 => {}
@@ -518,7 +552,7 @@ impl Tracker {
             );
             let value = serde_json::to_vec(&rem).unwrap_or_default();
             self.checkpoint(format!("{CALL_PREFIX}{call_key}"), Some(value));
-            self.cdr.ended.insert(call_key.clone(), rem);
+            self.cdr.remember(call_key.clone(), rem);
         }
         CdrOutcome::Merged { call: call_key, parked }
     }
@@ -655,7 +689,7 @@ impl Tracker {
         let value = serde_json::to_vec(&rem).unwrap_or_default();
         self.checkpoint(format!("{CALL_PREFIX}{call_key}"), Some(value));
         self.timers.insert(Timer::Cdr(CdrTimer::Forget(call_key.clone())), now.plus_ms(s.remember_ms));
-        self.cdr.ended.insert(call_key.clone(), rem);
+        self.cdr.remember(call_key.clone(), rem);
         CdrOutcome::Backfilled { call: call_key, signals: n }
     }
 }
