@@ -193,3 +193,60 @@ async fn a_restart_mid_call_repeats_nothing() {
     assert_eq!(sids.len(), 1, "one childSid for the call across the restart");
     sim.stop().await;
 }
+
+/// The CDR feed across a restart: a call the live feed missed (the WebSocket was down) is
+/// rebuilt from its record once; 3CX sending the record again after the daemon restarted
+/// changes nothing (the records processed are checkpointed with the events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_call_is_rebuilt_from_the_cdr_once_across_a_restart() {
+    use pbx_sim::threecx::Step;
+    let config = SimConfig { cdr_listen: Some("127.0.0.1:0".parse().unwrap()), ..fast() };
+    let sim = ThreeCxSim::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
+    let keys = format!(
+        "url = {:?}\nclient_id = {CLIENT:?}\nclient_secret_file = \"3cx-secret\"\nextensions = [\"101\", \"102\", \"103\"]\n\
+         reconnect_min_ms = 100\nreconnect_max_secs = 1\nremoval_grace_ms = 300\n\n[pbx.cdr]\nconnect = \"{}\"\n",
+        sim.url(),
+        sim.cdr_addr().unwrap()
+    );
+    let block = PbxBlock::new("sim", "3cx", &keys);
+    let mut rig = ListenerRig::prepare(env!("CARGO_BIN_EXE_pbx-listener").as_ref(), &[block], "").await.unwrap();
+    rig.write_file("3cx-secret", SECRET).unwrap();
+    rig.spawn().unwrap();
+    tokio::time::timeout(rig.limit(), sim.wait_for_snapshots(1)).await.unwrap();
+    // The WebSocket goes down; a call rings 101 and the caller gives up meanwhile.
+    sim.step(Step::DropWebSocket).await;
+    let now = jiff::Timestamp::now();
+    let at = |secs: i64| (now - jiff::SignedDuration::from_secs(secs)).strftime("%Y/%m/%d %H:%M:%S").to_string();
+    let line = format!(
+        "Call 9001,00000190aa_7001,00:00:10,{},,{},TerminatedBySrc,447700900555,Ext.101,10007,101,441234567890,,Ext.101,101,,,,,Chain: 447700900555;Ext.101;,Line,Extension,Extension,Caller,Agent,Agent,",
+        at(15),
+        at(5)
+    );
+    let expected = Conformance::new(SequenceKey::Extension).expect("101", "ringing, disconnected:caller-abandoned");
+    // The daemon's CDR client may still be connecting: resend (duplicates are dropped) until
+    // the events are there, bounded by the rig's limit.
+    let deadline = tokio::time::Instant::now() + rig.limit();
+    while rig.events().unwrap().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the CDR record was not turned into events:\n{}", rig.log());
+        sim.send_cdr(&line);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    rig.stop().unwrap();
+    // Restarted, with the WebSocket still down: 3CX repeats the record.
+    rig.spawn().unwrap();
+    for _ in 0..20 {
+        sim.send_cdr(&line);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    sim.step(Step::AwaitReconnect).await;
+    // A live call after it: once it is delivered, anything the repeat caused would be too.
+    sim.play(&Scenario::Outbound(CallSpec::numbered(12))).await;
+    let expected = expected.expect("101", "ringing, disconnected:caller-abandoned, connected, disconnected:normal");
+    rig.wait_for_events(expected.event_count()).await.unwrap();
+    rig.stop().unwrap();
+    let events = rig.events().unwrap();
+    expected.check(&events).assert_ok();
+    let sources: Vec<&str> = events.iter().map(|e| e.meta["source"].as_str()).collect();
+    assert_eq!(sources, ["cdr", "cdr", "callcontrol", "callcontrol"]);
+    sim.stop().await;
+}
