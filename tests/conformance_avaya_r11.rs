@@ -61,6 +61,34 @@ async fn hunt_group_answered_by_one_of_three() {
     .await;
 }
 
+/// Issue 9, item 3: `meta.queue` is what `docs/events.md` says: the hunt group the call came
+/// through, on every event of a hunt-group call (it was set only while the call was queued).
+/// The page's hunt-group example and what the listener sends carry the same meta keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hunt_group_calls_carry_meta_queue_as_the_contract_page_shows() {
+    let page = include_str!("../docs/events.md");
+    let example = page.split("<!-- hunt-group example").nth(1).unwrap().split("```json").nth(1).unwrap();
+    let example: generic_event::GenericEvent = serde_json::from_str(example.split("```").next().unwrap()).unwrap();
+    let (sim, mut rig) = rig().await;
+    sim.play(&Scenario::HuntGroupAnswer(spec(9))).await;
+    let events = rig.wait_for_events(7).await.unwrap();
+    rig.stop().unwrap();
+    for e in &events {
+        assert_eq!(e.meta.get("queue").map(String::as_str), Some("200"), "{e:?}");
+        assert_eq!(e.meta.get("queue"), e.meta.get("huntGroup"));
+    }
+    let ringing = events.iter().find(|e| e.status.as_str() == "ringing").unwrap();
+    let keys = |e: &generic_event::GenericEvent| e.meta.keys().cloned().collect::<Vec<_>>();
+    // The example is correlated by SIP Call-ID; this rig has no leg source.
+    let mut sent = keys(ringing);
+    sent.push("sipCallId".into());
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent, keys(&example));
+    assert_eq!(ringing.meta["queue"], example.meta["queue"]);
+    sim.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_and_resume() {
     conforms(

@@ -61,7 +61,12 @@ impl Setup {
     /// Announces a B leg as the platform does when it dials into the PBX; retries while the
     /// daemon is still starting (connection refused), bounded.
     fn announce(&self, leg: &BLeg) {
-        let event = b_leg_event(leg, Status::Ringing, now_ms());
+        self.announce_status(leg, Status::Ringing);
+    }
+
+    /// Announces a status of a B leg (see [`Setup::announce`]).
+    fn announce_status(&self, leg: &BLeg, status: Status) {
+        let event = b_leg_event(leg, status, now_ms());
         eventually(LIMIT, "the leg endpoint to accept an announcement", || {
             match self.rt.block_on(announce(&self.legs_url, &[legs_secret()], std::slice::from_ref(&event))) {
                 Ok((200, _)) => Some(()),
@@ -303,6 +308,34 @@ fn legs_learned_from_sipp_through_kamailio_bind_exactly() {
             assert_eq!((e.from.as_str(), e.to.as_str()), (call.caller, call.did), "the B leg's numbers, from SIP");
         }
     }
+    assert_eq!(terminate(&mut daemon, LIMIT).code(), Some(0), "{}", s.rig.log("run"));
+}
+
+/// Issue 9 item 12: an ended leg is swept by the correlator's timer while nothing else happens,
+/// and `/metrics` shows it (the legs gauge falls back to 0 with no further traffic).
+#[test]
+fn ended_legs_are_swept_when_traffic_stops() {
+    let admin_port = support::free_port();
+    let s = setup("[correlation]\nended_leg_keep_secs = 1\n");
+    let config = std::fs::read_to_string(&s.rig.config).expect("config");
+    std::fs::write(
+        &s.rig.config,
+        config.replace("[admin]\nenabled = false", &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"")),
+    )
+    .expect("config");
+    let mut daemon = s.rig.spawn("run");
+    let gauge = || {
+        let metrics = support::http_get(&format!("127.0.0.1:{admin_port}"), "/metrics")?;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("pbx_listener_correlation_legs "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let leg = leg(&CallSpec::numbered(60), true);
+    s.announce(&leg);
+    s.announce_status(&leg, Status::Completed);
+    // Nothing else arrives: the leg leaves ended_leg_keep_secs after its end.
+    eventually(LIMIT, "the ended leg swept", || gauge().filter(|n| *n == 0.0));
     assert_eq!(terminate(&mut daemon, LIMIT).code(), Some(0), "{}", s.rig.log("run"));
 }
 

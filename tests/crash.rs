@@ -56,8 +56,12 @@ fn kill_dash_nine_under_load_loses_nothing_accepted() {
     let mut accepted_at_kill: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut kills = 0;
     while kills < KILLS {
-        let mut daemon = rig.spawn(&format!("run-{kills}"));
-        std::thread::sleep(Duration::from_millis(150 + rng.next() % 750));
+        let log = format!("run-{kills}");
+        let mut daemon = rig.spawn(&log);
+        // Kill at a random moment after it started reading the PBX (a slow or loaded machine
+        // must not turn every kill into one before start-up, which would prove nothing).
+        eventually(LIMIT, "the daemon to start", || rig.log(&log).contains("DevLink3 link up").then_some(()));
+        std::thread::sleep(Duration::from_millis(50 + rng.next() % 750));
         daemon.kill().expect("SIGKILL");
         daemon.wait().expect("reap");
         kills += 1;

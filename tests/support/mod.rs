@@ -89,6 +89,15 @@ impl Rig {
     /// Writes a configuration for a DevLink3 simulator at `pbx` and a platform at `platform_url`;
     /// `extra` is appended (more sections).
     pub fn new(pbx: std::net::SocketAddr, platform_url: &str, extra: &str) -> Rig {
+        Rig::build(pbx, platform_url, extra, "enabled = false")
+    }
+
+    /// As [`Rig::new`], with the admin endpoint on `127.0.0.1:<admin_port>`.
+    pub fn with_admin(pbx: std::net::SocketAddr, platform_url: &str, extra: &str, admin_port: u16) -> Rig {
+        Rig::build(pbx, platform_url, extra, &format!("listen = \"127.0.0.1:{admin_port}\""))
+    }
+
+    fn build(pbx: std::net::SocketAddr, platform_url: &str, extra: &str, admin: &str) -> Rig {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("platform-secret"), platform_secret().to_whsec()).expect("write secret");
         std::fs::write(dir.path().join("avaya-password"), SIM_PASSWORD).expect("write password");
@@ -123,7 +132,7 @@ data_dir = "state"
 max_bytes = 67108864
 
 [admin]
-enabled = false
+{admin}
 
 {extra}
 "#,

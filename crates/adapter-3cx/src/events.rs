@@ -5,9 +5,56 @@
 //! from a fixed set. Per-record warnings are rate-limited with [`listener_kit::LogGate`]; the
 //! line says how many were suppressed.
 
+use listener_core::MetricDescription;
 use listener_kit::LogGate;
 use metrics::counter;
 use tracing::{debug, error, info, warn};
+
+/// Every metric this adapter emits, for the daemon's `/metrics` descriptions.
+pub const METRICS: &[MetricDescription] = &[
+    MetricDescription::counter("pbx_listener_threecx_connection_attempts_total", "3CX sessions started, by pbx."),
+    MetricDescription::counter("pbx_listener_threecx_tokens_total", "3CX access tokens obtained, by pbx."),
+    MetricDescription::counter(
+        "pbx_listener_threecx_auth_failures_total",
+        "3CX refusals, by pbx and kind (credentials, licence, conflict: another program uses the client id).",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_threecx_token_invalidations_total",
+        "3CX access tokens refused before they expired, by pbx.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_threecx_extensions_missing_total",
+        "Configured extensions the 3CX API client could not see at a snapshot, by pbx.",
+    ),
+    MetricDescription::counter("pbx_listener_threecx_snapshots_total", "3CX links up (snapshot applied), by pbx."),
+    MetricDescription::counter("pbx_listener_threecx_link_down_total", "3CX links lost, by pbx and kind."),
+    MetricDescription::counter(
+        "pbx_listener_threecx_malformed_total",
+        "3CX frames, bodies or snapshot entries that could not be read, by pbx and kind.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_threecx_events_received_total",
+        "3CX WebSocket notifications received, by pbx and kind (upsert, remove, …).",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_threecx_fetch_failures_total",
+        "3CX participant GETs that failed, by pbx.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_threecx_keepalive_timeouts_total",
+        "3CX WebSockets declared dead after silence, by pbx.",
+    ),
+    MetricDescription::counter("pbx_listener_threecx_cdr_connections_total", "3CX CDR connections opened, by pbx."),
+    MetricDescription::counter(
+        "pbx_listener_threecx_cdr_refused_total",
+        "3CX CDR connections refused, by pbx and reason (peer, limit).",
+    ),
+    MetricDescription::counter("pbx_listener_threecx_cdr_socket_errors_total", "3CX CDR socket failures, by pbx."),
+    MetricDescription::counter(
+        "pbx_listener_threecx_cdr_records_total",
+        "3CX CDR lines processed, by pbx and outcome (merged, backfilled, duplicate, unmatched, malformed, …).",
+    ),
+];
 
 /// Connecting to the PBX (token, WebSocket).
 pub struct ThreeCxConnecting<'a> {

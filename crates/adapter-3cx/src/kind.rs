@@ -1,7 +1,8 @@
 //! [`ThreeCx`]: this crate as a [`PbxKind`], the daemon's one entry for `type = "3cx"`.
 
 use listener_core::{
-    Adapter, AdapterState, LoadContext, PbxId, PbxKind, PbxType, SettingError, SettingErrors, serde_fields,
+    Adapter, AdapterState, LoadContext, MetricDescription, PbxId, PbxKind, PbxType, SettingError, SettingErrors,
+    serde_fields,
 };
 
 use crate::client::ThreeCxAdapter;
@@ -77,6 +78,10 @@ impl PbxKind for ThreeCx {
 
     fn build(pbx: PbxId, settings: LoadedConfig, state: AdapterState) -> Box<dyn Adapter> {
         Box::new(ThreeCxAdapter::new(pbx, settings, state))
+    }
+
+    fn metrics() -> &'static [MetricDescription] {
+        crate::events::METRICS
     }
 }
 

@@ -982,6 +982,13 @@ fn leg_facts(body: Option<&Participant>) -> Facts {
 /// What one leg says about its call, from its DN's point of view: the call's direction and
 /// numbers, and the trunk's DN.
 fn call_info(dn: &str, p: &Participant, state: LegState) -> (CallInfo, Option<String>) {
+    let queue = p.queue().map(str::to_owned);
+    let (mut info, trunk) = leg_view(dn, p, state);
+    info.queue = queue;
+    (info, trunk)
+}
+
+fn leg_view(dn: &str, p: &Participant, state: LegState) -> (CallInfo, Option<String>) {
     let party_number = nonempty(p.party_caller_id.as_deref()).map(str::to_owned);
     let party_name = nonempty(p.party_caller_name.as_deref()).map(str::to_owned);
     let party_dn = nonempty(p.party_dn.as_deref()).map(str::to_owned);
@@ -1035,6 +1042,7 @@ fn merge_info(into: &mut CallInfo, from: CallInfo) {
         (&mut into.external_number, from.external_number),
         (&mut into.dialled_number, from.dialled_number),
         (&mut into.caller_name, from.caller_name),
+        (&mut into.queue, from.queue),
     ] {
         if dst.is_none()
             && let Some(v) = src.filter(|v| !v.is_empty())

@@ -2,38 +2,53 @@
 //!
 //! Metrics are `pbx_listener_<name>_<unit>_total` with the `pbx` label (the configured name:
 //! bounded by the configuration) and, where present, a `kind`/`reason` label from a fixed set.
-//! Per-record warnings are rate-limited to one per second per event type; the log line says
-//! how many were suppressed in between.
+//! Per-record warnings are rate-limited ([`LogGate`], time passed in by the sans-IO link) to
+//! one per second per event type; the log line says how many were suppressed in between.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use listener_core::{MetricDescription, UnixMillis};
+use listener_kit::LogGate;
 use metrics::counter;
 use tracing::{debug, error, info, warn};
 
-/// One-per-second gate for a warning, with a count of what it suppressed.
-struct RateLimit {
-    last_sec: AtomicU64,
-    suppressed: AtomicU64,
-}
+use crate::tracker::SnapshotSummary;
 
-impl RateLimit {
-    const fn new() -> RateLimit {
-        RateLimit { last_sec: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
-    }
-
-    /// `Some(suppressed since the last log)` when this one may be logged.
-    fn allow(&self) -> Option<u64> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let last = self.last_sec.load(Ordering::Relaxed);
-        if now != last && self.last_sec.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            Some(self.suppressed.swap(0, Ordering::Relaxed))
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            None
-        }
-    }
-}
+/// Every metric this adapter emits, for the daemon's `/metrics` descriptions.
+pub const METRICS: &[MetricDescription] = &[
+    MetricDescription::counter(
+        "pbx_listener_devlink_connection_attempts_total",
+        "DevLink3 connection attempts, by pbx.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_devlink_subscriptions_total",
+        "DevLink3 event subscriptions established, by pbx.",
+    ),
+    MetricDescription::counter("pbx_listener_devlink_link_down_total", "DevLink3 links lost, by pbx and kind."),
+    MetricDescription::counter(
+        "pbx_listener_devlink_auth_failures_total",
+        "DevLink3 logins the IP Office refused, by pbx.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_devlink_keepalive_timeouts_total",
+        "DevLink3 links declared dead after silence, by pbx.",
+    ),
+    MetricDescription::counter("pbx_listener_devlink_frames_received_total", "DevLink3 frames received, by pbx."),
+    MetricDescription::counter(
+        "pbx_listener_devlink_garbage_bytes_total",
+        "Bytes skipped to resynchronise DevLink3 framing, by pbx.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_devlink_records_malformed_total",
+        "DevLink3 records that could not be read, by pbx and kind.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_devlink_records_received_total",
+        "DevLink3 event records received, by pbx and kind.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_devlink_resyncs_total",
+        "DevLink3 call snapshots taken after (re)connecting, by pbx.",
+    ),
+];
 
 /// Connecting to the PBX.
 pub struct DevLinkConnecting<'a> {
@@ -124,10 +139,25 @@ pub struct DevLinkAuthError<'a> {
     pub retry_in_secs: u64,
 }
 
+/// Authentication failures repeat for as long as the password is wrong: one ERROR line per
+/// ten minutes at most (with the count of the attempts in between), each attempt at debug.
+static AUTH_FAILED: LogGate = LogGate::every(600_000);
+
 impl DevLinkAuthError<'_> {
-    /// Logs and counts.
-    pub fn emit(&self) {
+    /// Logs (rate-limited) and counts.
+    pub fn emit(&self, now: UnixMillis) {
+        counter!("pbx_listener_devlink_auth_failures_total", "pbx" => self.pbx.to_owned()).increment(1);
+        let Some(suppressed) = AUTH_FAILED.allow(now) else {
+            debug!(
+                pbx = self.pbx,
+                result = self.result,
+                retry_in_secs = self.retry_in_secs,
+                "DevLink3 authentication failed again."
+            );
+            return;
+        };
         error!(
+            suppressed,
             pbx = self.pbx,
             username = self.username,
             result = self.result,
@@ -136,7 +166,6 @@ impl DevLinkAuthError<'_> {
              (DevLink3 ticked) and the CTI Link Pro licence. Waiting before retrying: the IP Office may lock \
              the account after repeated failures."
         );
-        counter!("pbx_listener_devlink_auth_failures_total", "pbx" => self.pbx.to_owned()).increment(1);
     }
 }
 
@@ -171,7 +200,7 @@ impl DevLinkFramesReceived<'_> {
     }
 }
 
-static GARBAGE: RateLimit = RateLimit::new();
+static GARBAGE: LogGate = LogGate::per_second();
 
 /// Bytes between frames were skipped.
 pub struct DevLinkGarbageSkipped<'a> {
@@ -185,8 +214,8 @@ pub struct DevLinkGarbageSkipped<'a> {
 
 impl DevLinkGarbageSkipped<'_> {
     /// Logs (rate-limited) and counts.
-    pub fn emit(&self) {
-        if let Some(suppressed) = GARBAGE.allow() {
+    pub fn emit(&self, now: UnixMillis) {
+        if let Some(suppressed) = GARBAGE.allow(now) {
             warn!(
                 pbx = self.pbx,
                 bytes = self.bytes,
@@ -199,7 +228,7 @@ impl DevLinkGarbageSkipped<'_> {
     }
 }
 
-static MALFORMED: RateLimit = RateLimit::new();
+static MALFORMED: LogGate = LogGate::per_second();
 
 /// A frame or record could not be read; skipped.
 pub struct DevLinkRecordMalformed<'a> {
@@ -213,8 +242,8 @@ pub struct DevLinkRecordMalformed<'a> {
 
 impl DevLinkRecordMalformed<'_> {
     /// Logs (rate-limited) and counts.
-    pub fn emit(&self) {
-        if let Some(suppressed) = MALFORMED.allow() {
+    pub fn emit(&self, now: UnixMillis) {
+        if let Some(suppressed) = MALFORMED.allow(now) {
             warn!(
                 pbx = self.pbx,
                 kind = self.kind,
@@ -248,14 +277,25 @@ impl DevLinkRecordReceived<'_> {
 pub struct DevLinkResynced<'a> {
     /// PBX name.
     pub pbx: &'a str,
-    /// How many calls the PBX lists as live.
+    /// Calls live when the settle window closed (the snapshot's and those started meanwhile).
     pub live_calls: usize,
+    /// What the snapshot showed.
+    pub summary: SnapshotSummary,
 }
 
 impl DevLinkResynced<'_> {
     /// Logs and counts.
     pub fn emit(&self) {
-        info!(pbx = self.pbx, live_calls = self.live_calls, "DevLink3 snapshot of live calls complete.");
+        let s = &self.summary;
+        info!(
+            pbx = self.pbx,
+            snapshot_calls = s.held(),
+            confirmed = s.confirmed,
+            ended_while_down = s.ended_unseen,
+            started_meanwhile = s.first_seen_new,
+            live_calls = self.live_calls,
+            "DevLink3 snapshot of live calls complete."
+        );
         counter!("pbx_listener_devlink_resyncs_total", "pbx" => self.pbx.to_owned()).increment(1);
     }
 }

@@ -1,7 +1,7 @@
 //! Avaya IP Office R10+/R11 adapter over DevLink3.
 //!
-//! The bytes-to-signal path is `codec → packet → delta3 → tracker`, all sans-IO; `client` is
-//! the only module that does IO:
+//! The bytes-to-signal path is `codec → packet → delta3 → tracker`, driven by the `session`,
+//! all sans-IO; `client` is the only module that does IO:
 //!
 //! - [`codec`]: DevLink3 framing ([`codec::FrameCodec`]: `0x49`, 2- and 3-byte lengths,
 //!   bounded, resynchronising) and [`codec::PacketCodec`] on top of it;
@@ -11,8 +11,11 @@
 //! - [`tracker`]: [`tracker::Tracker`], the call tracker that turns records into
 //!   [`listener_core::AdapterEvent`]s (str0m style: `handle_*(now, input)`, then
 //!   `poll_output()`);
-//! - [`client`]: [`DevLink3Adapter`], the [`listener_core::Adapter`] that connects,
-//!   authenticates, subscribes, keeps the link alive and reconnects;
+//! - [`session`]: [`session::DevLink3Link`], the link as a state machine: when to connect,
+//!   Test → authentication → subscription, keepalives, the dead-link timer, the reconnect
+//!   backoff, and each received tuple through its record parser into the tracker;
+//! - [`client`]: [`DevLink3Adapter`], the [`listener_core::Adapter`] that drives the link over
+//!   a real TCP or TLS connection (it only moves bytes and sleeps);
 //! - [`config`]: [`Config`] (the `[[pbx]]` keys) and [`LoadedConfig`];
 //! - [`events`]: internal events (a log line and a metric each).
 //!
@@ -30,8 +33,8 @@
 //! // The daemon runs it: `Box::new(adapter).run(&sink, shutdown).await`.
 //! ```
 //!
-//! *Invariant:* only `client` (and `events`, for the log clock) touch tokio, sockets or clocks;
-//! everything else is a pure function of its inputs, time included.
+//! *Invariant:* only `client` touches tokio, sockets or clocks; everything else is a pure
+//! function of its inputs, time included.
 
 #![warn(missing_docs)]
 
@@ -42,6 +45,7 @@ pub mod delta3;
 pub mod events;
 mod kind;
 pub mod packet;
+pub mod session;
 #[doc(hidden)]
 pub mod testdata;
 pub mod tracker;

@@ -44,7 +44,7 @@
 //!   the PBX re-sends in it are live, the others ended while we could not see them, and
 //!   [`AdapterEvent::Resync`] says so when the window closes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use listener_core::{
     AdapterEvent, CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal,
@@ -218,6 +218,32 @@ pub struct Tracker {
     sip: HashMap<String, (String, UnixMillis)>,
     timers: BTreeMap<Timer, UnixMillis>,
     epoch: u64,
+    /// The calls known when the current subscription began (what its snapshot can confirm).
+    known_at_subscribe: HashSet<CallKey>,
+    last_snapshot: Option<SnapshotSummary>,
+}
+
+/// What the PBX's snapshot after a subscription showed, for the log line (issue 9, item 4: a
+/// call that started during the settle window was counted as one the snapshot held).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    /// Calls we knew before subscribing that the PBX listed again.
+    pub confirmed: usize,
+    /// Calls we knew that the PBX no longer lists: they ended while the link was down.
+    pub ended_unseen: usize,
+    /// Calls first seen during the settle window with an extension already connected: live
+    /// before we subscribed (e.g. after our restart), so part of the snapshot.
+    pub first_seen_in_progress: usize,
+    /// Calls first seen during the settle window with no extension connected yet: they most
+    /// likely started meanwhile (a call still ringing at the subscription looks the same).
+    pub first_seen_new: usize,
+}
+
+impl SnapshotSummary {
+    /// The calls the PBX's snapshot held, as far as it can be told.
+    pub fn held(&self) -> usize {
+        self.confirmed + self.first_seen_in_progress
+    }
 }
 
 fn nonempty(s: &str) -> Option<String> {
@@ -412,7 +438,19 @@ impl Tracker {
             sip: HashMap::new(),
             timers: BTreeMap::new(),
             epoch: 0,
+            known_at_subscribe: HashSet::new(),
+            last_snapshot: None,
         }
+    }
+
+    /// When [`Tracker::handle_timeout`] should next be called, if a timer is set.
+    pub fn poll_timeout(&self) -> Option<UnixMillis> {
+        self.timers.values().min().copied()
+    }
+
+    /// What the last completed snapshot showed.
+    pub fn last_snapshot(&self) -> Option<SnapshotSummary> {
+        self.last_snapshot
     }
 
     /// Number of calls being tracked.
@@ -432,6 +470,7 @@ impl Tracker {
     /// window after which [`AdapterEvent::Resync`] lists them.
     pub fn handle_subscribed(&mut self, now: UnixMillis) {
         self.epoch += 1;
+        self.known_at_subscribe = self.calls.keys().cloned().collect();
         self.timers.insert(Timer::SnapshotSettle, now.plus_ms(self.settings.resync_settle_ms));
     }
 
@@ -533,6 +572,18 @@ impl Tracker {
     fn finish_snapshot(&mut self, now: UnixMillis) {
         let epoch = self.epoch;
         let stale: Vec<CallKey> = self.calls.iter().filter(|(_, c)| c.epoch < epoch).map(|(k, _)| k.clone()).collect();
+        let known = std::mem::take(&mut self.known_at_subscribe);
+        let mut summary = SnapshotSummary { ended_unseen: stale.len(), ..SnapshotSummary::default() };
+        for (key, call) in self.calls.iter().filter(|(_, c)| c.epoch == epoch) {
+            if known.contains(key) {
+                summary.confirmed += 1;
+            } else if call.answered {
+                summary.first_seen_in_progress += 1;
+            } else {
+                summary.first_seen_new += 1;
+            }
+        }
+        self.last_snapshot = Some(summary);
         for key in stale {
             // No signals: the Resync tells the pipeline these calls ended unseen.
             self.forget_call(&key);
@@ -677,6 +728,9 @@ impl Tracker {
             && call.hunt_group.as_deref() != Some(hg)
         {
             call.hunt_group = Some(hg.to_owned());
+            // The call came through this hunt group: `meta.queue` on its events (the contract's
+            // "queue or hunt group"), whether or not it ever waits in the queue.
+            call.info.queue = Some(hg.to_owned());
         }
         if let Some(tag) = opt(&d.call.tag)
             && call.tag.as_deref() != Some(tag)

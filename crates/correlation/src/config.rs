@@ -35,7 +35,9 @@ pub struct CorrelationConfig {
     /// or a lost `completed` must not keep it forever). Default 7200.
     pub leg_ttl_secs: u64,
     /// How long an ended leg is kept, in seconds, so that a PBX call reported late can still
-    /// find it. Default 60.
+    /// find it. Default 60. After that its callSid and Call-ID are remembered for
+    /// `leg_ttl_secs` more (at most `max_legs` of them), so that a replayed or late update about
+    /// it does not bring it back: an ended leg never comes back.
     pub ended_leg_keep_secs: u64,
     /// How long a PBX call's binding is kept after its last signal, in seconds. Transfers,
     /// parks and pickups keep the PBX call id, so the binding follows them as long as the call

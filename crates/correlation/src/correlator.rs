@@ -74,6 +74,9 @@ pub struct CorrelationStats {
     pub legs_learned: u64,
     /// Leg updates merged into a known leg (repeats, the other source, later facts).
     pub legs_merged: u64,
+    /// Leg updates ignored because their leg had ended and been forgotten (a replayed or
+    /// late announcement, a late SIP copy): an ended leg never comes back.
+    pub stale_leg_updates: u64,
     /// Signals dropped by `unmatched = "drop"`.
     pub signals_dropped: u64,
     /// Calls released before `wait_for_leg_ms` because a limit (`max_pending_calls`,
@@ -183,7 +186,13 @@ impl Correlator {
 
     /// A correlator with settings validated earlier (the daemon's configuration holds them).
     pub fn with_settings(settings: CorrelationSettings) -> Correlator {
-        let registry = BLegRegistry::new(settings.config.token_meta_key.clone());
+        let cfg = &settings.config;
+        let ttl = Ttl {
+            ttl_ms: cfg.leg_ttl_secs.saturating_mul(1000),
+            ended_keep_ms: cfg.ended_leg_keep_secs.saturating_mul(1000),
+            max_ended_keys: cfg.max_legs,
+        };
+        let registry = BLegRegistry::new(cfg.token_meta_key.clone(), ttl);
         Correlator {
             settings,
             registry,
@@ -256,7 +265,7 @@ impl Correlator {
             self.timers.remove(&(entry.forget_at, Timer::Forget(key.clone())));
             entry.forget_at = forget_at;
             self.timers.insert((forget_at, Timer::Forget(key.clone())));
-            merge_info(&mut entry.info, &call.info);
+            entry.info.merge(&call.info);
             match &mut entry.state {
                 CallState::Waiting(w) => {
                     w.held.push_back(signal);
@@ -321,12 +330,7 @@ impl Correlator {
 
     /// One leg update from the announcements or the SIP tap.
     pub fn handle_leg(&mut self, now: UnixMillis, update: LegUpdate) {
-        let cfg = &self.settings.config;
-        let ttl = Ttl {
-            ttl_ms: cfg.leg_ttl_secs.saturating_mul(1000),
-            ended_keep_ms: cfg.ended_leg_keep_secs.saturating_mul(1000),
-        };
-        let applied = self.registry.apply(now, &update, ttl);
+        let applied = self.registry.apply(now, &update);
         let id = match applied {
             Applied::New(id) => {
                 self.stats.legs_learned += 1;
@@ -336,9 +340,13 @@ impl Correlator {
                 self.stats.legs_merged += 1;
                 id
             }
+            Applied::Stale => {
+                self.stats.stale_leg_updates += 1;
+                return;
+            }
         };
         while self.registry.len() > self.settings.config.max_legs {
-            match self.registry.evict_one() {
+            match self.registry.evict_one(now) {
                 Some(true) => self.stats.legs_expired += 1,
                 Some(false) => {}
                 None => break,
@@ -847,22 +855,6 @@ fn role_fits(role: LegRole, direction: Direction) -> bool {
             | (LegRole::B, Direction::Inbound | Direction::Unknown)
             | (LegRole::A, Direction::Outbound | Direction::Unknown)
     )
-}
-
-fn merge_info(into: &mut CallInfo, from: &CallInfo) {
-    if from.direction != Direction::Unknown {
-        into.direction = from.direction;
-    }
-    for (slot, new) in [
-        (&mut into.external_number, &from.external_number),
-        (&mut into.dialled_number, &from.dialled_number),
-        (&mut into.sip_call_id, &from.sip_call_id),
-        (&mut into.caller_name, &from.caller_name),
-    ] {
-        if new.is_some() {
-            slot.clone_from(new);
-        }
-    }
 }
 
 fn merged_tags(a: &crate::leg::Leg, b: Option<&crate::leg::Leg>) -> std::collections::BTreeMap<String, String> {

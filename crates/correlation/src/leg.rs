@@ -67,7 +67,9 @@ pub enum LegUpdate {
     /// New facts about a leg (answered, tags changed); creates the leg if it is unknown.
     Updated(LegFacts),
     /// The leg is over (`completed`, `failed`, BYE, CANCEL, a final error response). It stays
-    /// a candidate for `ended_leg_keep_secs`, for PBX calls reported late.
+    /// a candidate for `ended_leg_keep_secs`, for PBX calls reported late. Final: no later
+    /// update (a replayed or late `ringing`) makes it live again, not even after it was
+    /// forgotten.
     Ended(LegFacts),
 }
 
@@ -130,6 +132,16 @@ pub(crate) enum Applied {
     New(LegId),
     /// Merged into a known leg (possibly joining two partial legs into one).
     Merged(LegId),
+    /// Ignored: the update is about a leg that ended and was forgotten (a replayed or late
+    /// announcement, a late SIP copy). An ended leg never comes back.
+    Stale,
+}
+
+/// A key of a leg that ended and was forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum EndedKey {
+    Sid(Uuid),
+    CallId(String),
 }
 
 /// The legs we know, indexed by every key a matcher looks them up by.
@@ -150,12 +162,19 @@ pub struct BLegRegistry {
     by_to: HashMap<String, Vec<LegId>>,
     by_token: HashMap<String, Vec<LegId>>,
     expiry: BTreeSet<(UnixMillis, LegId)>,
+    /// The callSids and Call-IDs of legs that ended and were forgotten, until when they are
+    /// remembered: an update about one of them is stale, not a new leg.
+    /// (until, order of forgetting).
+    ended: HashMap<EndedKey, (UnixMillis, u64)>,
+    ended_expiry: BTreeSet<(UnixMillis, u64, EndedKey)>,
+    ended_seq: u64,
     token_key: String,
+    ttl: Ttl,
 }
 
 impl BLegRegistry {
-    pub(crate) fn new(token_key: String) -> BLegRegistry {
-        BLegRegistry { token_key, ..BLegRegistry::default() }
+    pub(crate) fn new(token_key: String, ttl: Ttl) -> BLegRegistry {
+        BLegRegistry { token_key, ttl, ..BLegRegistry::default() }
     }
 
     /// How many legs are known.
@@ -213,38 +232,104 @@ impl BLegRegistry {
         out
     }
 
-    /// The earliest leg expiry.
+    /// The earliest leg expiry, or the earliest time an ended leg's keys are forgotten: the
+    /// registry's memory falls at [`BLegRegistry::expire`] even when no update comes.
     pub(crate) fn next_expiry(&self) -> Option<UnixMillis> {
-        self.expiry.first().map(|(t, _)| *t)
+        let legs = self.expiry.first().map(|(t, _)| *t);
+        let ended = self.ended_expiry.first().map(|(t, _, _)| *t);
+        match (legs, ended) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Removes the legs whose time is up; returns how many of them were never bound.
+    /// How many keys of forgotten ended legs are remembered.
+    #[cfg(test)]
+    pub(crate) fn ended_keys(&self) -> usize {
+        self.ended.len()
+    }
+
+    /// Removes the legs whose time is up (and forgets the keys of ended legs whose time is
+    /// up); returns how many of the legs were never bound.
     pub(crate) fn expire(&mut self, now: UnixMillis) -> u64 {
         let mut unbound = 0;
         while let Some(&(t, id)) = self.expiry.first() {
             if t > now {
                 break;
             }
-            if let Some(leg) = self.remove(id)
+            if let Some(leg) = self.forget(now, id)
                 && !leg.bound
             {
                 unbound += 1;
             }
         }
+        while let Some((t, _, _)) = self.ended_expiry.first() {
+            if *t > now {
+                break;
+            }
+            self.pop_ended();
+        }
         unbound
     }
 
     /// Evicts the leg closest to expiry (when the registry is full). Whether it was unbound.
-    pub(crate) fn evict_one(&mut self) -> Option<bool> {
+    pub(crate) fn evict_one(&mut self, now: UnixMillis) -> Option<bool> {
         let &(_, id) = self.expiry.first()?;
-        self.remove(id).map(|leg| !leg.bound)
+        self.forget(now, id).map(|leg| !leg.bound)
+    }
+
+    /// Removes a leg for good; an ended one leaves its keys behind for `ttl_ms`, so that an
+    /// update about it (a replay, a late retry, a late SIP copy) is not taken for a new leg.
+    fn forget(&mut self, now: UnixMillis, id: LegId) -> Option<Leg> {
+        let leg = self.remove(id)?;
+        if leg.ended_at.is_some() {
+            let until = now.plus_ms(self.ttl.ttl_ms);
+            let keys = leg.call_sid.map(EndedKey::Sid).into_iter();
+            for key in keys.chain(leg.sip_call_id.as_deref().map(|c| EndedKey::CallId(call_id_key(c)))) {
+                let seq = self.ended_seq;
+                self.ended_seq += 1;
+                if let Some((old, old_seq)) = self.ended.insert(key.clone(), (until, seq)) {
+                    self.ended_expiry.remove(&(old, old_seq, key.clone()));
+                }
+                self.ended_expiry.insert((until, seq, key));
+            }
+            // Bounded like the legs themselves: past the cap, the oldest keys go.
+            while self.ended.len() > self.ttl.max_ended_keys {
+                if !self.pop_ended() {
+                    break;
+                }
+            }
+        }
+        Some(leg)
+    }
+
+    /// Forgets the ended leg key that is due first (the oldest: every key is kept equally long).
+    fn pop_ended(&mut self) -> bool {
+        let Some((_, _, key)) = self.ended_expiry.pop_first() else { return false };
+        self.ended.remove(&key);
+        true
+    }
+
+    /// Whether the update names a leg that ended and was forgotten.
+    fn is_forgotten_end(&self, facts: &LegFacts) -> bool {
+        if self.ended.is_empty() {
+            return false;
+        }
+        facts.call_sid.is_some_and(|s| self.ended.contains_key(&EndedKey::Sid(s)))
+            || facts.sip_call_id.as_deref().is_some_and(|c| self.ended.contains_key(&EndedKey::CallId(call_id_key(c))))
     }
 
     /// Merges one update in.
-    pub(crate) fn apply(&mut self, now: UnixMillis, update: &LegUpdate, ttl: Ttl) -> Applied {
+    pub(crate) fn apply(&mut self, now: UnixMillis, update: &LegUpdate) -> Applied {
+        let ttl = self.ttl;
         let facts = update.facts();
         let by_sid = facts.call_sid.and_then(|s| self.by_sid.get(&s).copied());
         let by_cid = facts.sip_call_id.as_deref().and_then(|c| self.by_call_id.get(&call_id_key(c)).copied());
+        if by_sid.is_none() && by_cid.is_none() && self.is_forgotten_end(facts) {
+            // A leg's callSid and Call-ID are its own: once it ended, nothing restarts it. (A
+            // leg still known stays ended whatever comes later: see `ended_at` below.)
+            return Applied::Stale;
+        }
         let (id, applied) = match (by_sid, by_cid) {
             (Some(a), Some(b)) if a != b => {
                 // One leg learned by its sids, the other by its Call-ID: they are one leg.
@@ -388,11 +473,16 @@ impl BLegRegistry {
     }
 }
 
-/// Leg lifetimes, in milliseconds.
-#[derive(Debug, Clone, Copy)]
+/// Leg lifetimes, in milliseconds, and the bound on remembered ended legs.
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Ttl {
+    /// A leg that never ended is forgotten this long after its last update; the keys of an
+    /// ended leg are remembered this long after the leg itself was forgotten.
     pub(crate) ttl_ms: u64,
+    /// An ended leg stays a candidate this long.
     pub(crate) ended_keep_ms: u64,
+    /// The most keys of forgotten ended legs remembered.
+    pub(crate) max_ended_keys: usize,
 }
 
 /// Merges newer facts into a leg. Announcements are the platform's own word, so they win
@@ -436,17 +526,52 @@ pub(crate) fn call_id_local(key: &str) -> Option<&str> {
     key.split_once('@').map(|(local, _)| local)
 }
 
-/// The form numbers are compared in: E.164 digits without `+` (separators and a `tel:` prefix
-/// removed) when it is a number, else the lower-cased text (a URI).
+/// The form numbers are compared in: E.164 digits without `+` (separators removed) when it is a
+/// number, a `tel:` URI or a `sip:`/`sips:` URI whose user part is a number, else the
+/// lower-cased text (a URI). A URI's `%HH` escapes are undone first (RFC 3261 §19.1.4:
+/// `sip:+%344…@host` is the number `44…`); an invalid escape leaves the text as it is.
 pub(crate) fn number_key(number: &str) -> String {
     let s = number.trim();
-    let s = s.strip_prefix("tel:").unwrap_or(s);
-    let bare = s.strip_prefix('+').unwrap_or(s);
+    let (candidate, is_uri) = match s.split_once(':') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("tel") => (rest, true),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") => {
+            // The user part: before `@`, without a password.
+            let user = rest.split_once('@').map(|(userinfo, _)| userinfo.split(':').next().unwrap_or(userinfo));
+            (user.unwrap_or(""), true)
+        }
+        _ => (s, false),
+    };
+    let unescaped = if is_uri { unescape(candidate) } else { None };
+    let candidate = unescaped.as_deref().unwrap_or(candidate);
+    let bare = candidate.strip_prefix('+').unwrap_or(candidate);
     if !bare.is_empty() && bare.chars().all(|c| c.is_ascii_digit() || " -.()".contains(c)) {
         bare.chars().filter(char::is_ascii_digit).collect()
     } else {
         s.to_ascii_lowercase()
     }
+}
+
+/// `%HH` escapes undone; `None` when there is none, an escape is invalid or the result is not
+/// UTF-8 (the text is then compared as written).
+fn unescape(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return None;
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let digits = std::str::from_utf8(hex).ok().filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
+            out.push(u8::from_str_radix(digits, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -456,23 +581,23 @@ mod tests {
     fn facts(source: LegSource) -> LegFacts {
         LegFacts::new(source)
     }
-    const TTL: Ttl = Ttl { ttl_ms: 10_000, ended_keep_ms: 1_000 };
+    const TTL: Ttl = Ttl { ttl_ms: 10_000, ended_keep_ms: 1_000, max_ended_keys: 4 };
 
     #[test]
     fn the_same_leg_from_both_sources_is_one_leg() {
-        let mut r = BLegRegistry::new("correlationToken".into());
+        let mut r = BLegRegistry::new("correlationToken".into(), TTL);
         let mut tap = facts(LegSource::SipTap);
         tap.sip_call_id = Some("abc@host".into());
         tap.from = Some("15557654321".into());
-        assert!(matches!(r.apply(UnixMillis(1), &LegUpdate::Learned(tap.clone()), TTL), Applied::New(_)));
-        assert!(matches!(r.apply(UnixMillis(2), &LegUpdate::Learned(tap), TTL), Applied::Merged(_)));
+        assert!(matches!(r.apply(UnixMillis(1), &LegUpdate::Learned(tap.clone())), Applied::New(_)));
+        assert!(matches!(r.apply(UnixMillis(2), &LegUpdate::Learned(tap)), Applied::Merged(_)));
         let mut ann = facts(LegSource::Announcement);
         ann.call_sid = Some(Uuid::from_u128(0xb1));
         ann.to = Some("15551230100".into());
-        assert!(matches!(r.apply(UnixMillis(3), &LegUpdate::Learned(ann.clone()), TTL), Applied::New(_)));
+        assert!(matches!(r.apply(UnixMillis(3), &LegUpdate::Learned(ann.clone())), Applied::New(_)));
         assert_eq!(r.len(), 2);
         ann.sip_call_id = Some("abc@host".into());
-        r.apply(UnixMillis(4), &LegUpdate::Updated(ann), TTL);
+        r.apply(UnixMillis(4), &LegUpdate::Updated(ann));
         assert_eq!(r.len(), 1);
         let id = r.by_call_id("abc@host").unwrap();
         assert_eq!(r.by_sid(Uuid::from_u128(0xb1)), Some(id));
@@ -486,17 +611,42 @@ mod tests {
 
     #[test]
     fn ended_legs_expire_after_the_keep_time() {
-        let mut r = BLegRegistry::new("t".into());
+        let mut r = BLegRegistry::new("t".into(), TTL);
         let mut f = facts(LegSource::Announcement);
         f.call_sid = Some(Uuid::from_u128(1));
-        r.apply(UnixMillis(0), &LegUpdate::Learned(f.clone()), TTL);
+        r.apply(UnixMillis(0), &LegUpdate::Learned(f.clone()));
         assert_eq!(r.next_expiry(), Some(UnixMillis(10_000)));
-        r.apply(UnixMillis(500), &LegUpdate::Ended(f), TTL);
+        r.apply(UnixMillis(500), &LegUpdate::Ended(f));
         assert_eq!(r.next_expiry(), Some(UnixMillis(1_500)));
         assert_eq!(r.expire(UnixMillis(1_499)), 0);
         assert_eq!(r.expire(UnixMillis(1_500)), 1);
         assert!(r.is_empty());
-        assert_eq!(r.next_expiry(), None);
+        // Its callSid is remembered as ended for the leg TTL, then forgotten too.
+        assert_eq!((r.ended_keys(), r.next_expiry()), (1, Some(UnixMillis(11_500))));
+        r.expire(UnixMillis(11_500));
+        assert_eq!((r.ended_keys(), r.next_expiry()), (0, None));
+    }
+
+    #[test]
+    fn ended_legs_stay_ended_and_their_memory_is_bounded() {
+        let mut r = BLegRegistry::new("t".into(), TTL);
+        for n in 0..5u128 {
+            let mut f = facts(LegSource::Announcement);
+            f.call_sid = Some(Uuid::from_u128(n));
+            f.sip_call_id = Some(format!("c{n}"));
+            r.apply(UnixMillis(0), &LegUpdate::Ended(f));
+        }
+        assert_eq!(r.expire(UnixMillis(1_000)), 5);
+        // Two keys per leg, at most four kept: the last two legs are remembered.
+        assert_eq!(r.ended_keys(), 4);
+        let mut again = facts(LegSource::Announcement);
+        again.call_sid = Some(Uuid::from_u128(4));
+        assert_eq!(r.apply(UnixMillis(2_000), &LegUpdate::Learned(again.clone())), Applied::Stale);
+        let mut tap = facts(LegSource::SipTap);
+        tap.sip_call_id = Some("c3;to-tag=x".into());
+        assert_eq!(r.apply(UnixMillis(2_000), &LegUpdate::Learned(tap)), Applied::Stale);
+        again.call_sid = Some(Uuid::from_u128(0));
+        assert!(matches!(r.apply(UnixMillis(2_000), &LegUpdate::Learned(again)), Applied::New(_)));
     }
 
     #[test]
@@ -505,5 +655,11 @@ mod tests {
         assert_eq!(call_id_local("abc@h"), Some("abc"));
         assert_eq!(number_key("tel:+1-555-123"), "1555123");
         assert_eq!(number_key("sip:Bob@X"), "sip:bob@x");
+        assert_eq!(number_key("sip:+%344%31234567890@h;user=phone"), "441234567890");
+        assert_eq!(number_key("SIPS:%2B44-1234:pw@h"), "441234");
+        assert_eq!(number_key("tel:%2B441234"), "441234");
+        assert_eq!(number_key("sip:+44%G1@H"), "sip:+44%g1@h");
+        assert_eq!(number_key("sip:%2Bbob@h"), "sip:%2bbob@h");
+        assert_eq!(number_key("sip:h"), "sip:h");
     }
 }

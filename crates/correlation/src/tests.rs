@@ -846,3 +846,57 @@ fn a_resync_releases_waiting_calls_the_pbx_no_longer_lists() {
         ",
     );
 }
+
+/// Issue 9 item 11: a URI user is compared after its `%HH` escapes are undone (RFC 3261
+/// §19.1.4), so `sip:+%344…` and `sip:%2B44…` are the number `44…`; an invalid escape keeps the
+/// URI as it is (and so it is no number).
+#[test]
+fn percent_encoded_uri_users_match_by_number() {
+    check(
+        cfg(),
+        vec![
+            (0, ann(0xb1, 0xa1).numbers("sip:%2B15557654321@cpaas", "sip:+%31555%3123%30100@pbx;user=phone").learned()),
+            (0, ann(0xb2, 0xa2).numbers(CALLER, "sip:+1555%G230101@pbx").learned()),
+            (300, call("7").numbers(CALLER, DID).ringing(300)),
+            (300, call("8").numbers(CALLER, "15552230101").ringing(300)),
+        ],
+        "
+        @4301 call 7 201 ringing -> number-time b=b1 a=a1 sip:%2B15557654321@cpaas>sip:+%31555%3123%30100@pbx;user=phone
+        @6300 call 8 201 ringing -> none b=- a=-
+        ",
+    );
+}
+
+/// Issue 9 item 10: a leg that ended does not come back. A captured (or late-retried)
+/// `ringing` applied after the leg ended — while it is kept, or after it was forgotten — must
+/// not make it a live leg again that a new call from the same caller could bind to.
+#[test]
+fn an_ended_leg_does_not_come_back_from_an_older_announcement() {
+    let config = CorrelationConfig { ended_leg_keep_secs: 1, ..cfg() };
+    let ringing = || ann(0xb1, 0xa1).cid("gone@p").numbers(CALLER, DID).learned();
+    // Replayed while the ended leg is still kept, then again after it was forgotten (at 1500).
+    let stats = check(
+        config.clone(),
+        vec![
+            (0, ringing()),
+            (500, ann(0xb1, 0xa1).cid("gone@p").ended()),
+            (600, ringing()),
+            (10_000, ringing()),
+            (10_000, call("1").numbers(CALLER, DID).ringing(10_000)),
+        ],
+        "@16000 call 1 201 ringing -> none b=- a=-",
+    );
+    assert_eq!((stats.legs_learned, stats.legs, stats.stale_leg_updates), (1, 0, 1));
+    // By Call-ID as well, and by the SIP tap's copy of the dialog.
+    check(
+        config,
+        vec![
+            (0, ringing()),
+            (500, tap("gone@p").ended()),
+            (10_000, tap("gone@p").numbers(CALLER, DID).learned()),
+            (10_000, ringing()),
+            (10_001, call("2").cid("gone@p").ringing(10_001)),
+        ],
+        "@16001 call 2 201 ringing -> none b=- a=-",
+    );
+}

@@ -1,4 +1,6 @@
-//! The admin HTTP endpoint (loopback by default): `/metrics`, `/health/live`, `/health/ready`.
+//! The admin HTTP endpoint (loopback by default): `/metrics`, `/health/live`, `/health/ready`,
+//! `/status` (JSON for `pbx-listener status`) and `/events/tail` (server-sent events for
+//! `pbx-listener tail`).
 //!
 //! Readiness means "what the PBX says reaches the platform": the pipeline runs, delivery is not
 //! stopped (a 410 from the platform stops it), and every PBX link is up. The JSON body says which
@@ -10,14 +12,20 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use forwarder::{DeliveryFailure, DeliveryStatus};
 use metrics_exporter_prometheus::PrometheusHandle;
+use outbox::Outbox;
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
+
+use crate::status::{ReportInputs, StatusBoard};
+use crate::tail::{EventTap, TailQuery};
 
 /// What the daemon's parts report about themselves. Cheap to clone (shared).
 #[derive(Clone, Default)]
@@ -76,48 +84,126 @@ impl HealthState {
     }
 }
 
+/// Everything the admin endpoint reads. Cheap to clone (shared handles).
 #[derive(Clone)]
-struct AppState {
-    health: Health,
-    metrics: PrometheusHandle,
+pub struct AdminContext {
+    /// Readiness checks.
+    pub health: Health,
+    /// The Prometheus recorder's handle.
+    pub metrics: PrometheusHandle,
+    /// PBX links, correlation, uptime.
+    pub board: StatusBoard,
+    /// The outbox, for its counts (read on its reader connection).
+    pub outbox: Outbox,
+    /// The forwarder's status.
+    pub delivery: watch::Receiver<DeliveryStatus>,
+    /// The forwarder's last failed attempt.
+    pub last_failure: watch::Receiver<Option<DeliveryFailure>>,
+    /// Committed events, for tail clients.
+    pub tap: EventTap,
 }
 
-/// Installs the Prometheus recorder (once per process) and returns its handle.
+#[derive(Clone)]
+struct AppState {
+    ctx: AdminContext,
+    /// Ends tail streams when the daemon stops (graceful shutdown waits for open responses).
+    stop: CancellationToken,
+}
+
+/// Installs the Prometheus recorder (once per process), describes every metric and returns
+/// the handle.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")
+    let handle = crate::telemetry::builder()?.install_recorder().context("installing the metrics recorder")?;
+    crate::telemetry::describe();
+    Ok(handle)
 }
 
 /// Binds `addr` (before READY, so a port conflict is a startup error) and serves until
 /// `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
-    health: Health,
-    metrics: PrometheusHandle,
+    ctx: AdminContext,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the admin endpoint on {addr} (`[admin] listen`)"))?;
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/health/live", get(|| async { "ok\n" }))
-        .route("/health/ready", get(ready_handler))
-        .with_state(AppState { health, metrics });
-    info!(address = %addr, "Admin endpoint listening (/metrics, /health/live, /health/ready).");
+    let sampler = ctx.board.spawn_sampler(ctx.delivery.clone(), shutdown.clone());
+    let app = router(AppState { ctx, stop: shutdown.clone() });
+    info!(address = %addr, "Admin endpoint listening (/metrics, /health/live, /health/ready, /status, /events/tail).");
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
         if let Err(e) = served.await {
             tracing::error!(error = %e, "The admin endpoint failed.");
         }
+        sampler.abort();
     }))
 }
 
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/health/live", get(|| async { "ok\n" }))
+        .route("/health/ready", get(ready_handler))
+        .route("/status", get(status_handler))
+        .route("/events/tail", get(tail_handler))
+        .with_state(state)
+}
+
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    // Gauges that are a function of the time are set when scraped.
+    let ctx = &state.ctx;
+    let oldest_secs = match ctx.outbox.stats().await {
+        Ok(stats) => stats.oldest_pending_age_ms(listener_kit::clock::now().0).unwrap_or(0) as f64 / 1000.0,
+        Err(e) => {
+            warn!(error = %e, "Cannot read the outbox counts for /metrics.");
+            f64::NAN
+        }
+    };
+    metrics::gauge!("pbx_listener_outbox_oldest_pending_age_seconds").set(oldest_secs);
+    metrics::gauge!("pbx_listener_uptime_seconds").set(ctx.board.uptime().as_secs_f64());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ctx.metrics.render())
+}
+
+async fn status_handler(State(state): State<AppState>) -> impl IntoResponse {
+    let ctx = &state.ctx;
+    let outbox = match ctx.outbox.stats().await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "Cannot read the outbox counts for /status.");
+            None
+        }
+    };
+    let health = ctx.health.snapshot();
+    let delivery = *ctx.delivery.borrow();
+    let last_failure = ctx.last_failure.borrow().clone();
+    let report = ctx.board.report(ReportInputs {
+        health: &health,
+        delivery: &delivery,
+        last_failure: last_failure.as_ref(),
+        outbox: outbox.as_ref(),
+        tail: ctx.tap.report(),
+    });
+    let body = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".into());
+    ([(header::CONTENT_TYPE, "application/json")], body + "\n")
+}
+
+async fn tail_handler(
+    State(state): State<AppState>,
+    query: Result<Query<TailQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return (StatusCode::BAD_REQUEST, "unknown filter: use extension=, pbx= or status= (comma-separated)\n")
+            .into_response();
+    };
+    match state.ctx.tap.subscribe(query.into(), state.stop.clone()) {
+        Some(client) => client.into_sse().into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "too many tail clients\n").into_response(),
+    }
 }
 
 async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {
-    let snapshot = state.health.snapshot();
+    let snapshot = state.ctx.health.snapshot();
     let code = if snapshot.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::to_string_pretty(&snapshot).unwrap_or_else(|_| "{}".into());
     (code, [(header::CONTENT_TYPE, "application/json")], body + "\n")

@@ -1,5 +1,6 @@
 //! The command line (clap derive).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -42,11 +43,66 @@ pub enum Command {
     Demo(DemoArgs),
     /// Inspect and maintain the outbox (safe while the daemon runs).
     Outbox(OutboxArgs),
+    /// The running daemon's state, from its admin endpoint. Exit code as a Nagios check:
+    /// 0 ok, 1 degraded, 2 down, 3 unknown (the daemon cannot be reached).
+    Status(StatusArgs),
+    /// The Level 3 events the running daemon commits, live, from its admin endpoint.
+    Tail(TailArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Print the man page (roff), or write one per command into a directory (packaging).
+    #[command(hide = true)]
+    Man {
+        /// Write `pbx-listener.1` and `pbx-listener-<command>.1` here instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// `status` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// The admin endpoint (default: `[admin] listen` of `--config`, else 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// Print the report as JSON (the admin endpoint's `/status`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tail` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TailArgs {
+    /// The admin endpoint (default: `[admin] listen` of `--config`, else 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// Only events of these extensions (repeat, or separate with commas).
+    #[arg(long, value_delimiter = ',')]
+    pub extension: Vec<String>,
+    /// Only events of these PBXs (`[[pbx]] name`).
+    #[arg(long, value_delimiter = ',')]
+    pub pbx: Vec<String>,
+    /// Only events with these statuses (`ringing`, `connected`, `disconnected`, …).
+    #[arg(long, value_delimiter = ',')]
+    pub status: Vec<String>,
+    /// Exit 0 after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// `json`: each event as the platform receives it, one per line; `text`: one readable line.
+    #[arg(long, value_enum, default_value_t = TailFormat::Json)]
+    pub format: TailFormat,
+}
+
+/// How `tail` prints events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TailFormat {
+    /// JSON lines.
+    Json,
+    /// Readable lines.
+    Text,
 }
 
 /// `demo` options.

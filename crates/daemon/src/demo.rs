@@ -19,7 +19,7 @@ use correlation::{CorrelationConfig, Correlator};
 use forwarder::{Forwarder, ForwarderConfig};
 use leg_announce::{LegAnnounceServer, LegsConfig};
 use listener_core::{AdapterState, CallLifecycle, EventContext, NumberCache, NumberPlan};
-use outbox::{Outbox, OutboxConfig};
+use outbox::{OUTBOX_FILE, Outbox, OutboxConfig};
 use pbx_sim::demo::{DEMO_TYPES, DemoPlatform, write_file};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -31,7 +31,6 @@ use webhook_signature::SigningSecret;
 use crate::cli::DemoArgs;
 use crate::notify::Watchdog;
 use crate::pipeline::{self, ChannelSink, Cores, Inputs, NUMBER_CACHE};
-use crate::service::OUTBOX_FILE;
 use crate::sinks::{OutboxSink, StdoutSink, TeeSink};
 
 /// The demo's account (the seed's example account).
@@ -59,13 +58,10 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
 
     // The real leg endpoint; the simulated platform announces each call's B leg to it.
     let legs_secret = SigningSecret::from_bytes(DEMO_LEGS_KEY.to_vec());
-    let legs_config = LegsConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        signing_secret_files: vec![write_file(scratch.path(), "legs-secret", &legs_secret.to_whsec())?],
-        max_body_bytes: 262_144,
-        tls_cert_file: None,
-        tls_key_file: None,
-    };
+    let legs_config = LegsConfig::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        vec![write_file(scratch.path(), "legs-secret", &legs_secret.to_whsec())?],
+    );
     let legs_server = LegAnnounceServer::bind(&legs_config).await.context("starting the leg endpoint")?;
     let legs_url = format!("http://{}/legs", legs_server.local_addr().context("the leg endpoint's address")?);
     let platform = DemoPlatform {

@@ -3,9 +3,11 @@
 //! error exits 78 (EX_CONFIG), as systemd and `check-config` users expect.
 
 mod admin;
+mod admin_client;
 mod cli;
 mod config;
 mod demo;
+mod fault;
 mod logging;
 mod notify;
 mod outbox_cli;
@@ -13,6 +15,11 @@ mod pbx_types;
 mod pipeline;
 mod service;
 mod sinks;
+mod status;
+mod status_cli;
+mod tail;
+mod tail_cli;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -31,6 +38,19 @@ fn main() -> ExitCode {
         Some(Command::Completions { shell }) => {
             clap_complete::generate(shell, &mut Cli::command(), "pbx-listener", &mut std::io::stdout());
             ExitCode::SUCCESS
+        }
+        Some(Command::Man { ref out_dir }) => match man(out_dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pbx-listener: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Status(ref args)) => {
+            ExitCode::from(on_small_runtime(status_cli::run(args, &cli.config)).unwrap_or(status_cli::EXIT_UNKNOWN))
+        }
+        Some(Command::Tail(ref args)) => {
+            ExitCode::from(on_small_runtime(tail_cli::run(args, &cli.config)).unwrap_or(status_cli::EXIT_UNKNOWN))
         }
         Some(Command::CheckConfig { ref path }) => {
             let path = path.clone().unwrap_or_else(|| cli.config.clone());
@@ -61,7 +81,40 @@ fn main() -> ExitCode {
                 cli.log_format.unwrap_or(config.log.format),
                 cli.log_level.as_deref().or(config.log.level.as_deref()),
             );
+            for w in &config.warnings {
+                warn!(warning = %w, "Configuration warning.");
+            }
             with_runtime(|shutdown| service::run(config, shutdown))
+        }
+    }
+}
+
+/// `man`: the man page from the command line's own definition, so it never drifts from
+/// `--help`.
+fn man(out_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let command = Cli::command();
+    match out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(command, dir).with_context(|| format!("writing man pages to {}", dir.display()))
+        }
+        None => match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+            // `pbx-listener man | head` is fine.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other.context("writing the man page"),
+        },
+    }
+}
+
+/// Runs a client command (`status`, `tail`) on a single-threaded runtime; `None` if the
+/// runtime cannot start.
+fn on_small_runtime<F: Future<Output = u8>>(f: F) -> Option<u8> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => Some(rt.block_on(f)),
+        Err(e) => {
+            eprintln!("pbx-listener: cannot start the async runtime: {e}");
+            None
         }
     }
 }
@@ -72,6 +125,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(config) => {
             println!("{}: OK", path.display());
             print!("{}", config.summary());
+            for w in &config.warnings {
+                eprintln!("warning: {w}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use outbox::{EventRow, Inspector, Purge, RowState, Selection};
 
 use crate::cli::{OutboxArgs, OutboxCommand, Which};
-use crate::pipeline::now;
-use crate::service::OUTBOX_FILE;
+use listener_kit::clock::now;
+use outbox::OUTBOX_FILE;
 
 /// Runs one `outbox` subcommand. `config` is only read for `[outbox] data_dir` (no secrets are
 /// loaded, so this works where the daemon's credentials are not readable).

@@ -38,6 +38,9 @@ pub trait PbxTypeEntry: Sync {
     #[cfg_attr(not(test), allow(dead_code))]
     fn config_keys(&self) -> Vec<String>;
 
+    /// Every metric its adapter emits ([`PbxKind::metrics`]).
+    fn metrics(&self) -> &'static [listener_core::MetricDescription];
+
     /// Reads a block's keys (without `name` and `type`) and loads them.
     fn load(&self, block: Spanned<DeValue<'_>>, ctx: &LoadContext<'_>) -> Result<LoadedPbx, BlockError>;
 }
@@ -88,6 +91,10 @@ impl<K: PbxKind> PbxTypeEntry for Entry<K> {
 
     fn config_keys(&self) -> Vec<String> {
         K::config_keys()
+    }
+
+    fn metrics(&self) -> &'static [listener_core::MetricDescription] {
+        K::metrics()
     }
 
     fn load(&self, block: Spanned<DeValue<'_>>, ctx: &LoadContext<'_>) -> Result<LoadedPbx, BlockError> {

@@ -14,6 +14,7 @@ use listener_core::{
     AdapterEvent, BoxFuture, CallLifecycle, NumberCache, OutgoingEvent, PbxId, SignalBody, SignalSink, SinkClosed,
     StateChange, UnixMillis,
 };
+use listener_kit::clock::now;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -34,6 +35,10 @@ pub trait EventSink {
         events: Vec<OutgoingEvent>,
         state: Vec<StateChange>,
     ) -> impl Future<Output = anyhow::Result<()>>;
+
+    /// Correlation's counters since start, after each batch of inputs (for `/status`). Default:
+    /// ignored.
+    fn correlation(&mut self, _stats: &CorrelationStats) {}
 }
 
 /// The adapters' end of the pipeline channel.
@@ -105,7 +110,11 @@ pub async fn run(
     let mut correlation_log = CorrelationLog::default();
     let mut legs_open = true;
     let tick = watchdog.interval().unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
+    let stall = crate::fault::stall_file();
     loop {
+        if let Some(path) = &stall {
+            crate::fault::stall_while_present(path).await;
+        }
         let deadline = cores.correlator.poll_timeout();
         let sleep = deadline.map_or(tick, |d| Duration::from_millis(d.since(now())).min(tick));
         let mut n = 0;
@@ -134,18 +143,21 @@ pub async fn run(
         }
         watchdog.tick();
         let now = now();
+        let timed_out = adapters_done || deadline.is_some_and(|d| d <= now);
         if adapters_done {
             // Shutting down: release every call still waiting for its leg, as the policy says.
             cores.correlator.handle_timeout(UnixMillis(u64::MAX));
-        } else if deadline.is_some_and(|d| d <= now) {
+        } else if timed_out {
             cores.correlator.handle_timeout(now);
         }
         stats.inputs += n as u64;
         cores.feed_lifecycle();
-        if n > 0 {
+        // After a timer too: legs swept while nothing arrives must show on the gauges.
+        if n > 0 || timed_out {
             let c = cores.correlator.stats();
             export_correlation_metrics(&c);
             correlation_log.observe(&c);
+            sink.correlation(&c);
         }
         let events: Vec<OutgoingEvent> = std::iter::from_fn(|| cores.lifecycle.poll_event()).collect();
         let mut state = cores.lifecycle.drain_state_changes();
@@ -286,18 +298,14 @@ fn export_correlation_metrics(s: &CorrelationStats) {
         metrics::counter!("pbx_listener_correlation_matched_calls_total", "method" => method).absolute(n);
     }
     metrics::counter!("pbx_listener_correlation_unmatched_calls_total").absolute(s.unmatched);
+    metrics::counter!("pbx_listener_correlation_no_leg_expected_calls_total").absolute(s.no_leg_expected);
     metrics::counter!("pbx_listener_correlation_ambiguous_calls_total").absolute(s.ambiguous);
     metrics::counter!("pbx_listener_correlation_late_legs_total").absolute(s.late_legs);
     metrics::counter!("pbx_listener_correlation_expired_legs_total").absolute(s.legs_expired);
     metrics::counter!("pbx_listener_correlation_learned_legs_total").absolute(s.legs_learned);
+    metrics::counter!("pbx_listener_correlation_stale_leg_updates_total").absolute(s.stale_leg_updates);
     metrics::gauge!("pbx_listener_correlation_legs").set(s.legs as f64);
     metrics::gauge!("pbx_listener_correlation_waiting_calls").set(s.pending_calls as f64);
-}
-
-/// Now, as the cores want it.
-pub fn now() -> UnixMillis {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    UnixMillis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
 /// Logs a leg source that stopped (the pipeline goes on without it).
@@ -334,7 +342,7 @@ mod tests {
     #[test]
     fn a_resync_closes_a_call_that_was_still_waiting_for_its_leg() {
         let mut cores = cores();
-        let pbx = PbxId::new("site-1", PbxType::new("avaya-r11"));
+        let pbx = PbxId::new("site-1", PbxType::new("test-pbx"));
         cores.handle(AdapterEvent::Signal(PbxSignal {
             pbx: pbx.clone(),
             at: now(),

@@ -17,18 +17,20 @@ use listener_core::{
     AdapterError, AdapterEvent, AdapterState, BoxFuture, CallLifecycle, EventContext, LinkState, NumberCache,
     SignalSink, SinkClosed,
 };
-use outbox::{Outbox, OutboxConfig, StateChange};
+use outbox::{Outbox, StateChange};
 use sip_tap::SipTap;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::admin::{self, Check, Health};
+use crate::admin::{self, AdminContext, Check, Health};
 use crate::config::Config;
 use crate::notify::{self, Watchdog};
 use crate::pipeline::{self, ChannelSink, Cores, Inputs, NUMBER_CACHE};
 use crate::sinks::OutboxSink;
+use crate::status::StatusBoard;
+use crate::tail::{self, EventTap, TapSink};
 
 /// Capacity of the adapters → pipeline channel: a burst this size is absorbed without slowing
 /// the PBX readers.
@@ -37,13 +39,12 @@ const PIPELINE_CHANNEL: usize = 4096;
 /// How long the platform may fail before `/health/ready` turns red.
 const OUTAGE_UNREADY: Duration = Duration::from_secs(300);
 
-/// The outbox database file inside `[outbox] data_dir`.
-pub const OUTBOX_FILE: &str = "outbox.sqlite";
-
 /// Runs the daemon until `shutdown` (SIGTERM/SIGINT) or a fatal error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = admin::install_metrics()?;
     let health = Health::default();
+    let board = StatusBoard::default();
+    let tap = EventTap::new(tail::CAPACITY, tail::MAX_CLIENTS);
 
     let outbox = open_outbox(&config)?;
     let (lifecycle, mut adapter_states) = restore_state(&config, &outbox).await?;
@@ -51,6 +52,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let forwarder = Forwarder::new(outbox.clone(), config.platform.clone()).context("building the HTTP client")?;
     let forwarder_stop = CancellationToken::new();
     let status_task = tokio::spawn(watch_delivery(forwarder.status(), health.clone()));
+    let (delivery_status, last_failure) = (forwarder.status(), forwarder.last_failure());
     let mut forwarder_task = tokio::spawn({
         let stop = forwarder_stop.clone();
         async move { forwarder.run(stop.cancelled_owned()).await }
@@ -58,7 +60,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let admin_stop = CancellationToken::new();
     let admin_task = match config.admin.listen {
-        Some(addr) => Some(admin::serve(addr, health.clone(), metrics, admin_stop.clone()).await?),
+        Some(addr) => {
+            let ctx = AdminContext {
+                health: health.clone(),
+                metrics,
+                board: board.clone(),
+                outbox: outbox.clone(),
+                delivery: delivery_status,
+                last_failure,
+                tap: tap.clone(),
+            };
+            Some(admin::serve(addr, ctx, admin_stop.clone()).await?)
+        }
         None => None,
     };
 
@@ -74,8 +87,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         health.update(|h| {
             h.pbx.insert(pbx.id.name.to_string(), Check::failing("connecting"));
         });
+        board.add_pbx(pbx.id.name.as_ref());
         let (sink, stop, id) = (
-            LinkWatch { inner: ChannelSink(tx.clone()), health: health.clone() },
+            LinkWatch { inner: ChannelSink(tx.clone()), health: health.clone(), board: board.clone() },
             adapters_stop.clone(),
             pbx.id.clone(),
         );
@@ -97,7 +111,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut leg_tasks = JoinSet::new();
     if let Some(legs) = &config.legs {
         let server =
-            LegAnnounceServer::bind(legs).await.context("starting the leg announcement endpoint (`[legs]`)")?;
+            LegAnnounceServer::bind_loaded(legs).await.context("starting the leg announcement endpoint (`[legs]`)")?;
         let addr = server.local_addr().context("reading the announcement endpoint's address")?;
         info!(address = %addr, "Leg announcement endpoint listening.");
         let (tx, stop) = (legs_tx.clone(), legs_stop.clone());
@@ -108,7 +122,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         });
     }
     if let Some(tap_config) = &config.sip_tap {
-        let tap = SipTap::bind(tap_config.clone()).await.context("starting the SIP tap (`[sip_tap]`)")?;
+        let tap = SipTap::bind_loaded(tap_config.clone()).await.context("starting the SIP tap (`[sip_tap]`)")?;
         info!(hep_udp = ?tap.hep_udp_addr(), hep_tcp = ?tap.hep_tcp_addr(), sip_udp = ?tap.sip_udp_addr(), "SIP tap listening.");
         let (tx, stop) = (legs_tx.clone(), legs_stop.clone());
         leg_tasks.spawn(async move {
@@ -123,8 +137,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let cores = Cores::new(NumberCache::new(config.numbers.clone(), NUMBER_CACHE), correlator, lifecycle);
     let inputs = Inputs { adapters: rx, legs: legs_rx };
     let mut pipeline_task = tokio::spawn({
-        let outbox = outbox.clone();
-        async move { pipeline::run(inputs, cores, &mut OutboxSink { outbox }, &mut Watchdog::from_env()).await }
+        let mut sink = TapSink { inner: OutboxSink { outbox: outbox.clone() }, tap, board };
+        async move { pipeline::run(inputs, cores, &mut sink, &mut Watchdog::from_env()).await }
     });
     health.update(|h| h.pipeline = Check::ok("running"));
 
@@ -193,11 +207,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 }
 
-/// The adapters' sink: forwards to the pipeline and mirrors link states into health and the
-/// `pbx_listener_pbx_link_up` gauge.
+/// The adapters' sink: forwards to the pipeline and mirrors link states into health, the
+/// status board and the `pbx_listener_pbx_link_up` gauge.
 struct LinkWatch {
     inner: ChannelSink,
     health: Health,
+    board: StatusBoard,
 }
 
 impl SignalSink for LinkWatch {
@@ -216,6 +231,9 @@ impl SignalSink for LinkWatch {
             self.health.update(|h| {
                 h.pbx.insert(pbx.name.to_string(), check);
             });
+            if self.board.link_changed(pbx.name.as_ref(), state, listener_kit::clock::now().0) {
+                metrics::counter!("pbx_listener_pbx_reconnects_total", "pbx" => pbx.name.to_string()).increment(1);
+            }
         }
         self.inner.send(event)
     }
@@ -226,9 +244,8 @@ fn open_outbox(config: &Config) -> anyhow::Result<Outbox> {
     let dir = &config.outbox.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the outbox directory {} (`[outbox] data_dir`)", dir.display()))?;
-    let path = dir.join(OUTBOX_FILE);
-    Outbox::open(&path, OutboxConfig::new(config.outbox.max_bytes, config.outbox.when_full.into()))
-        .with_context(|| format!("opening the outbox {}", path.display()))
+    let path = config.outbox.file();
+    Outbox::open(&path, config.outbox.config).with_context(|| format!("opening the outbox {}", path.display()))
 }
 
 /// The lifecycle, with the calls that were open when we last stopped, and each PBX's adapter
@@ -278,7 +295,7 @@ async fn watch_delivery(mut status: tokio::sync::watch::Receiver<forwarder::Deli
             DeliveryState::BackingOff { since_ms, attempts, .. } | DeliveryState::Probing { since_ms, attempts } => {
                 // Retrying is not failing while events are safe in the outbox; an outage longer
                 // than OUTAGE_UNREADY turns readiness red so monitoring notices.
-                let secs = pipeline::now().0.saturating_sub(since_ms) / 1000;
+                let secs = listener_kit::clock::now().0.saturating_sub(since_ms) / 1000;
                 let detail = format!("platform failing for {secs} s, retrying ({attempts} failed attempts)");
                 if secs >= OUTAGE_UNREADY.as_secs() { Check::failing(detail) } else { Check::ok(detail) }
             }

@@ -7,7 +7,9 @@ use listener_core::{OutgoingEvent, StateChange};
 use outbox::{NewEvent, Outbox};
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{EventSink, now};
+use listener_kit::clock::now;
+
+use crate::pipeline::EventSink;
 
 /// Commits batches to the outbox: `Ok` means the events are on disk.
 pub struct OutboxSink {

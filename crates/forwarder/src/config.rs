@@ -120,14 +120,18 @@ pub enum ConfigError {
         reason: String,
     },
     /// A number is out of its range.
-    #[error("{value} is out of range: {reason}")]
+    #[error("{value} is out of range: must be between {min} and {max} {unit}")]
     OutOfRange {
         /// The key.
         key: &'static str,
         /// What was written.
         value: u64,
-        /// The allowed range.
-        reason: &'static str,
+        /// The smallest value allowed.
+        min: u64,
+        /// The largest value allowed.
+        max: u64,
+        /// The key's unit (`seconds`, `ms`, `requests`).
+        unit: &'static str,
     },
     /// No trust anchors: the system store is empty and no `ca_file` was given.
     #[error("no CA certificates: the system store is empty or unreadable and platform.ca_file is not set")]
@@ -211,8 +215,8 @@ fn read(key: &'static str, path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { key, path: path.to_path_buf(), source })
 }
 
-fn range(key: &'static str, value: u64, min: u64, max: u64, reason: &'static str) -> Result<u64, ConfigError> {
-    if (min..=max).contains(&value) { Ok(value) } else { Err(ConfigError::OutOfRange { key, value, reason }) }
+fn range(key: &'static str, value: u64, min: u64, max: u64, unit: &'static str) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) { Ok(value) } else { Err(ConfigError::OutOfRange { key, value, min, max, unit }) }
 }
 
 fn is_loopback(url: &reqwest::Url) -> bool {
@@ -285,30 +289,23 @@ impl ForwarderConfig {
             secrets,
             bearer,
             tls: Arc::new(tls),
-            timeout: Duration::from_secs(range("timeout_secs", self.timeout_secs, 1, 600, "between 1 and 600")?),
+            timeout: Duration::from_secs(range("timeout_secs", self.timeout_secs, 1, 600, "seconds")?),
             connect_timeout: Duration::from_secs(range(
                 "connect_timeout_secs",
                 self.connect_timeout_secs,
                 1,
                 120,
-                "between 1 and 120",
+                "seconds",
             )?),
-            max_concurrency: range("max_concurrency", self.max_concurrency as u64, 1, 1024, "between 1 and 1024")?
-                as usize,
+            max_concurrency: range("max_concurrency", self.max_concurrency as u64, 1, 1024, "requests")? as usize,
             backoff_initial: Duration::from_millis(range(
                 "backoff_initial_ms",
                 self.backoff_initial_ms,
                 1,
                 600_000,
-                "between 1 and 600000",
+                "ms",
             )?),
-            backoff_max: Duration::from_secs(range(
-                "backoff_max_secs",
-                self.backoff_max_secs,
-                1,
-                86_400,
-                "between 1 and 86400",
-            )?),
+            backoff_max: Duration::from_secs(range("backoff_max_secs", self.backoff_max_secs, 1, 86_400, "seconds")?),
         })
     }
 }

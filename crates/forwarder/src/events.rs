@@ -1,41 +1,14 @@
 //! Internal events of the forwarder: each `emit` logs and counts together (STYLE.md §9).
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use listener_kit::LogGate;
 
 use metrics::{counter, gauge, histogram};
 
-/// Repeated warnings are logged at most once per this interval, with the count suppressed.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// The first occurrence is always logged, then at most one per interval.
-pub(crate) struct LogLimiter(Mutex<(Option<Instant>, u64)>);
-
-impl LogLimiter {
-    pub(crate) const fn new() -> LogLimiter {
-        LogLimiter(Mutex::new((None, 0)))
-    }
-
-    /// `Some(suppressed since the last log)` when this one should be logged.
-    pub(crate) fn allow(&self) -> Option<u64> {
-        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        match state.0 {
-            Some(last) if now.duration_since(last) < LOG_INTERVAL => {
-                state.1 += 1;
-                None
-            }
-            _ => {
-                let suppressed = state.1;
-                *state = (Some(now), 0);
-                Some(suppressed)
-            }
-        }
-    }
-}
-
-static RETRY_LOG: LogLimiter = LogLimiter::new();
-static REJECT_LOG: LogLimiter = LogLimiter::new();
+/// Repeated warnings: the first is logged, then at most one per 10 s, with the count suppressed.
+static RETRY_LOG: LogGate = LogGate::every(10_000);
+static REJECT_LOG: LogGate = LogGate::every(10_000);
 
 /// The bounded `status_class` label.
 pub(crate) fn status_class(status: Option<u16>) -> &'static str {
@@ -78,7 +51,7 @@ impl DeliveryRetrying<'_> {
     pub(crate) fn emit(&self) {
         counter!("pbx_listener_forwarder_requests_total", "outcome" => "retry", "status_class" => status_class(self.status))
             .increment(1);
-        if let Some(suppressed) = RETRY_LOG.allow() {
+        if let Some(suppressed) = RETRY_LOG.allow_now() {
             tracing::warn!(
                 event_id = self.event_id,
                 status = self.status,
@@ -104,7 +77,7 @@ impl EventQuarantined<'_> {
         counter!("pbx_listener_forwarder_requests_total", "outcome" => "quarantined", "status_class" => "4xx")
             .increment(1);
         counter!("pbx_listener_forwarder_quarantined_events_total").increment(1);
-        if let Some(suppressed) = REJECT_LOG.allow() {
+        if let Some(suppressed) = REJECT_LOG.allow_now() {
             tracing::error!(
                 event_id = self.event_id,
                 status = self.status,

@@ -30,7 +30,7 @@ mod tls;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 pub use config::{BearerToken, ConfigError, ForwarderConfig, ForwarderSettings};
 use outbox::{Outbox, OutboxError, PendingEvent};
@@ -87,6 +87,41 @@ pub struct DeliveryStatus {
     pub retried: u64,
 }
 
+/// The last failed delivery attempt, for `pbx-listener status` ("why is the platform unhappy?").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFailure {
+    /// When it failed (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The HTTP status, or `None` for a network error.
+    pub status: Option<u16>,
+    /// What happened to the event.
+    pub outcome: FailureOutcome,
+    /// The response excerpt (`HTTP <status>: <body start>`) or the network error.
+    pub error: String,
+}
+
+/// What a failed attempt did to its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureOutcome {
+    /// Kept, retried after the backoff.
+    Retrying,
+    /// Moved to the quarantine (a 4xx other than 408/410/429).
+    Quarantined,
+    /// Kept; delivery stopped (410 Gone).
+    Gone,
+}
+
+impl FailureOutcome {
+    /// A stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureOutcome::Retrying => "retrying",
+            FailureOutcome::Quarantined => "quarantined",
+            FailureOutcome::Gone => "gone",
+        }
+    }
+}
+
 /// The HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client: {0}")]
@@ -104,6 +139,7 @@ pub enum ForwarderError {
 pub struct Forwarder {
     ctx: Arc<Ctx>,
     status: watch::Sender<DeliveryStatus>,
+    last_failure: watch::Sender<Option<DeliveryFailure>>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -127,10 +163,6 @@ struct Attempt {
     written: Result<(), OutboxError>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Forwarder {
     /// A forwarder delivering from `outbox` as `settings` say.
     pub fn new(outbox: Outbox, settings: ForwarderSettings) -> Result<Forwarder, ClientError> {
@@ -152,12 +184,21 @@ impl Forwarder {
             quarantined: 0,
             retried: 0,
         });
-        Ok(Forwarder { ctx: Arc::new(Ctx { outbox, settings, client }), status })
+        Ok(Forwarder {
+            ctx: Arc::new(Ctx { outbox, settings, client }),
+            status,
+            last_failure: watch::Sender::new(None),
+        })
     }
 
     /// A receiver of the delivery status (take it before calling [`Forwarder::run`]).
     pub fn status(&self) -> watch::Receiver<DeliveryStatus> {
         self.status.subscribe()
+    }
+
+    /// A receiver of the last failed attempt (`None` until one fails; kept after recovery).
+    pub fn last_failure(&self) -> watch::Receiver<Option<DeliveryFailure>> {
+        self.last_failure.subscribe()
     }
 
     /// Delivers until `shutdown` resolves (then returns `Ok`; requests in flight are
@@ -172,7 +213,7 @@ impl Forwarder {
         let mut keys: HashSet<String> = HashSet::new();
         let max = settings.max_concurrency;
         loop {
-            let now = now_ms();
+            let now = listener_kit::clock::now().0;
             let permit = gate.permit(now);
             let room = match permit {
                 Permit::All => max.saturating_sub(in_flight.len()),
@@ -233,8 +274,22 @@ impl Forwarder {
             }
             tracing::warn!(event_id = done.event.id, error = %e, "Could not record a delivery outcome; the event will be sent again");
         }
-        let now = now_ms();
+        let now = listener_kit::clock::now().0;
         let id = done.event.id.as_str();
+        let failed = match done.verdict {
+            Verdict::Delivered => None,
+            Verdict::Reject => Some(FailureOutcome::Quarantined),
+            Verdict::Gone => Some(FailureOutcome::Gone),
+            Verdict::Retry { .. } => Some(FailureOutcome::Retrying),
+        };
+        if let Some(outcome) = failed {
+            self.last_failure.send_replace(Some(DeliveryFailure {
+                at_ms: now,
+                status: done.status,
+                outcome,
+                error: done.error.clone(),
+            }));
+        }
         match done.verdict {
             Verdict::Delivered | Verdict::Reject => {
                 if let Some(recovered) = gate.on_answer(now) {
@@ -305,7 +360,7 @@ impl Forwarder {
 /// so those writes from concurrent attempts share group commits.
 async fn attempt(ctx: Arc<Ctx>, event: PendingEvent) -> Attempt {
     let settings = &ctx.settings;
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let timestamp = listener_kit::clock::now().0 / 1000;
     let signature = webhook_signature::sign_header(&settings.secrets, &event.id, timestamp, &event.body);
     let mut request = ctx
         .client

@@ -55,31 +55,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(delay.min(RETRY_AFTER_MAX))
 }
 
-/// Capped exponential backoff with full jitter: after the n-th consecutive failure, a delay
-/// drawn uniformly from `[0, min(max, initial · 2^(n-1))]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    /// A backoff from `initial` doubling up to `max` (`max` is raised to `initial` if lower).
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff { initial, max: max.max(initial) }
-    }
-
-    /// The ceiling after `failures` consecutive failures (≥ 1).
-    pub fn ceiling(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(32);
-        self.initial.saturating_mul(1u32 << doublings.min(31)).min(self.max)
-    }
-
-    /// The delay after `failures` consecutive failures, with `unit` uniform in `[0, 1)`.
-    pub fn delay(&self, failures: u32, unit: f64) -> Duration {
-        self.ceiling(failures).mul_f64(unit.clamp(0.0, 1.0))
-    }
-}
+pub use listener_kit::Backoff;
 
 /// What the gate allows now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

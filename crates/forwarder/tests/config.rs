@@ -80,6 +80,9 @@ fn refusals_name_the_key_and_the_file() {
     assert!(matches!(e, ConfigError::OutOfRange { key: "max_concurrency", .. }), "{e}");
     let e = load(&|c| c.timeout_secs = 0);
     assert!(matches!(e, ConfigError::OutOfRange { key: "timeout_secs", .. }), "{e}");
+    assert_eq!(e.to_string(), "0 is out of range: must be between 1 and 600 seconds", "the range with its unit");
+    let e = load(&|c| c.backoff_initial_ms = 0);
+    assert_eq!(e.to_string(), "0 is out of range: must be between 1 and 600000 ms");
 }
 
 #[test]

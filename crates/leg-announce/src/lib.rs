@@ -3,10 +3,15 @@
 //!
 //! - [`parse_announcements`] (pure): a body (one event or an array) → [`correlation::LegUpdate`]s;
 //!   `meta.sipCallId` becomes the leg's SIP Call-ID, `completed`/`failed` end the leg;
-//! - [`LegAnnounceServer`]: hyper over TCP, or TLS with tokio-rustls (ring provider), that
-//!   verifies Standard Webhooks signatures (`webhook_signature::verify`) and sends the updates
-//!   into a channel. Answers: 200 `{"legs": n}`; 401 unsigned, wrong or stale signature; 413 body
-//!   over `max_body_bytes`; 400 malformed (the message says what); 405 not a POST.
+//! - [`LegAnnounceServer`]: hyper over TCP, or TLS with tokio-rustls (ring provider), on
+//!   [`LEGS_PATH`] (`/legs`), that verifies Standard Webhooks signatures
+//!   (`webhook_signature::verify`) and sends the updates into a channel. Answers: 200
+//!   `{"legs": n}`; 200 `{"duplicate": true, "legs": 0}` for a `webhook-id` already accepted
+//!   (not applied again); 401 unsigned, wrong or stale signature; 413 body over
+//!   `max_body_bytes`; 415 not `application/json`; 408 body too slow; 400 malformed (the
+//!   message says what); 404 another path; 405 not a POST. Every connection is bounded (head,
+//!   body and idle deadlines, a cap in all and per source: [`LegsConfig`]).
+//! - [`ReplayGuard`] (pure): the `webhook-id`s accepted within the signature tolerance.
 //! - [`LegsConfig`]: the daemon's `[legs]` section.
 //!
 //! ```
@@ -20,7 +25,8 @@
 //! assert_eq!(leg.tags.get("key1").map(String::as_str), Some("value"));
 //! ```
 //!
-//! *Invariant:* only `server.rs` does IO; conversion is a pure function of the body.
+//! *Invariant:* only `server.rs` does IO; conversion is a pure function of the body, and the
+//! replay guard of its inputs.
 
 #![warn(missing_docs)]
 // Tests may unwrap: a panic there is a failed test, not a crash.
@@ -28,11 +34,13 @@
 
 mod announce;
 mod config;
+mod replay;
 mod server;
 
 pub use announce::{AnnounceError, SIP_CALL_ID_KEY, parse_announcements, to_update};
 pub use config::LegsConfig;
-pub use server::{LegAnnounceServer, LegsError, LoadedLegs};
+pub use replay::{ReplayGuard, Seen};
+pub use server::{LEGS_PATH, LegAnnounceServer, LegsError, LegsSettings};
 
 #[cfg(test)]
 mod tests;

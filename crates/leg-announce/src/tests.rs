@@ -86,3 +86,57 @@ fn config_requires_listen_and_refuses_unknown_keys() {
         toml::from_str::<LegsConfig>("listen = \"127.0.0.1:1\"\nsigning_secret_files = []\nport = 1").unwrap_err();
     assert!(err.to_string().contains("unknown field `port`"), "{err}");
 }
+
+#[test]
+fn replay_guard_remembers_ids_for_the_tolerance_within_its_cap() {
+    let mut g = ReplayGuard::new(300, 3);
+    assert_eq!(g.check(1_000, "a", 1_000), Seen::New);
+    assert_eq!(g.check(1_000, "b", 990), Seen::New);
+    assert_eq!(g.check(1_200, "a", 1_000), Seen::Duplicate, "still within the tolerance");
+    // b was signed at 990: its signature is refused from 1291 on, so it is forgotten then.
+    assert_eq!(g.poll_timeout(), Some(1_291));
+    g.handle_timeout(1_291);
+    assert_eq!(g.len(), 1);
+    assert_eq!(g.check(1_300, "a", 1_000), Seen::Duplicate, "the last second of the tolerance");
+    // A retry of a, signed anew, after its first signature expired: new again.
+    assert_eq!(g.check(1_301, "a", 1_301), Seen::New);
+    // Past the cap the id closest to expiry goes first, counted.
+    for id in ["c", "d", "e"] {
+        assert_eq!(g.check(1_301, id, 1_301), Seen::New);
+    }
+    assert_eq!((g.len(), g.evicted()), (3, 1));
+    assert_eq!(g.check(1_301, "c", 1_301), Seen::Duplicate);
+    // A request that was not applied after all is forgotten, so that its retry is applied.
+    g.forget("c");
+    assert_eq!(g.check(1_302, "c", 1_301), Seen::New);
+    g.handle_timeout(u64::MAX);
+    assert!(g.is_empty() && g.poll_timeout().is_none());
+}
+
+#[test]
+fn limits_have_defaults_and_ranges() {
+    let c: LegsConfig = toml::from_str("listen = \"127.0.0.1:1\"\nsigning_secret_files = []").unwrap();
+    assert_eq!(c, LegsConfig::new("127.0.0.1:1".parse().unwrap(), vec![]));
+    assert_eq!(
+        (c.header_timeout_ms, c.body_timeout_ms, c.idle_timeout_ms, c.max_remembered_ids),
+        (10_000, 10_000, 60_000, 100_000)
+    );
+    let bad = |edit: fn(&mut LegsConfig)| {
+        let mut c = c.clone();
+        edit(&mut c);
+        let e = c.load().unwrap_err();
+        format!("legs.{}: {e}", e.key().unwrap_or("-"))
+    };
+    assert_eq!(bad(|c| c.max_connections = 0), "legs.max_connections: must be between 1 and 4096 connections, not 0");
+    assert_eq!(
+        bad(|c| c.idle_timeout_ms = 600_001),
+        "legs.idle_timeout_ms: must be between 100 and 600000 milliseconds, not 600001"
+    );
+    assert_eq!(
+        bad(|c| c.body_timeout_ms = 99),
+        "legs.body_timeout_ms: must be between 100 and 300000 milliseconds, not 99"
+    );
+    assert_eq!(bad(|c| c.max_body_bytes = 10), "legs.max_body_bytes: must be between 1024 and 16777216 bytes, not 10");
+    // In range, the next check speaks: the secrets.
+    assert_eq!(bad(|_| {}), "legs.signing_secret_files: at least one secret file is required");
+}

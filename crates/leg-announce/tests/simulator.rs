@@ -21,11 +21,8 @@ async fn simulator_announcements_become_leg_updates() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("legs.secret"), SECRET).unwrap();
     let config = LegsConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        signing_secret_files: vec![dir.join("legs.secret")],
         max_body_bytes: 65_536,
-        tls_cert_file: None,
-        tls_key_file: None,
+        ..LegsConfig::new("127.0.0.1:0".parse().unwrap(), vec![dir.join("legs.secret")])
     };
     let server = LegAnnounceServer::bind(&config).await.unwrap();
     let url = format!("http://{}/legs", server.local_addr().unwrap());

@@ -1,7 +1,8 @@
 //! The core every adapter and the daemon share: [`PbxSignal`], the [`Adapter`] trait and the
 //! [`PbxKind`] a PBX type implements for the daemon's table, number
 //! normalisation ([`NumberPlan`]), correlation's output ([`LegBinding`]) and the
-//! [`CallLifecycle`] that turns correlated signals into Level 3 events that keep the contract.
+//! [`CallLifecycle`] that turns correlated signals into Level 3 events that keep the contract;
+//! also the per-source connection cap ([`SourceLimiter`]) the network listeners share.
 //!
 //! ```text
 //! adapter ─► PbxSignal ─► (NumberPlan) ─► correlation ─► CorrelatedSignal ─► CallLifecycle ─► OutgoingEvent
@@ -45,10 +46,13 @@ mod lifecycle;
 mod number;
 mod secret;
 mod signal;
+mod source_limit;
 
 pub use adapter::{Adapter, AdapterError, AdapterEvent, BoxFuture, LinkState, SignalSink, SinkClosed};
 pub use binding::{CorrelatedSignal, LegBinding, MatchMethod};
-pub use kind::{AdapterState, LoadContext, PbxKind, SettingError, SettingErrors, serde_fields};
+pub use kind::{
+    AdapterState, LoadContext, MetricDescription, MetricKind, PbxKind, SettingError, SettingErrors, serde_fields,
+};
 pub use lifecycle::{CallLifecycle, EventContext, OutgoingEvent, RestoreError, STANDARD_META_KEYS, StateChange};
 pub use number::{NumberCache, NumberPlan, NumberPlanError, WITHHELD};
 pub use secret::Secret;
@@ -56,3 +60,4 @@ pub use signal::{
     CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal, ExtensionState, Facts,
     PbxCallId, PbxId, PbxSignal, PbxType, SignalBody, UnixMillis,
 };
+pub use source_limit::{SourceGuard, SourceLimiter, source_of};

@@ -118,7 +118,6 @@ struct CallState {
     source: String,
     binding: LegBinding,
     info: CallInfo,
-    queue: Option<String>,
     anyone_connected: bool,
     /// Devices in the call; `None` is the call itself.
     legs: BTreeMap<Option<Extension>, LegState>,
@@ -257,7 +256,6 @@ impl CallLifecycle {
                 source: source.to_owned(),
                 binding: LegBinding::unmatched(),
                 info: CallInfo::default(),
-                queue: None,
                 anyone_connected: false,
                 legs: BTreeMap::new(),
                 occurrences: BTreeMap::new(),
@@ -266,7 +264,7 @@ impl CallLifecycle {
         }
         self.dirty.insert(key.clone());
         let Some(state) = self.calls.get_mut(&key) else { return };
-        merge_info(&mut state.info, info);
+        state.info.merge(&info);
         // The binding follows the call: a later signal may bring a binding (a late leg), but
         // an unmatched signal never unbinds a bound call.
         if binding.is_bound() || !state.binding.is_bound() {
@@ -329,8 +327,10 @@ impl CallLifecycle {
                 self.close_leg(&key, extension.as_ref(), &DisconnectReason::Transferred, at, &facts, Provenance::Live);
             }
             CallChange::Queued { queue } => {
-                if let Some(state) = self.calls.get_mut(&key) {
-                    state.queue = queue.or(state.queue.take());
+                if let Some(state) = self.calls.get_mut(&key)
+                    && queue.is_some()
+                {
+                    state.info.queue = queue;
                 }
             }
             CallChange::Disconnected { reason } => {
@@ -462,7 +462,7 @@ impl CallLifecycle {
         if let Some(sip) = &state.info.sip_call_id {
             put("sipCallId", sip);
         }
-        if let Some(queue) = &state.queue {
+        if let Some(queue) = &state.info.queue {
             put("queue", queue);
         }
         if let Some(reason) = detail.reason {
@@ -516,24 +516,6 @@ fn from_to(binding: &LegBinding, info: &CallInfo, extension: Option<&str>) -> (S
         Direction::Inbound | Direction::Internal | Direction::Unknown => (external, dialled.or(ext)),
     };
     (from.unwrap_or_default(), to.unwrap_or_default())
-}
-
-/// Later signals may know more about the call than earlier ones (SIPTrack after the first
-/// Detail, a caller name after the first ring); what is known is never forgotten.
-fn merge_info(into: &mut CallInfo, from: CallInfo) {
-    if from.direction != Direction::Unknown {
-        into.direction = from.direction;
-    }
-    for (dst, src) in [
-        (&mut into.external_number, from.external_number),
-        (&mut into.dialled_number, from.dialled_number),
-        (&mut into.sip_call_id, from.sip_call_id),
-        (&mut into.caller_name, from.caller_name),
-    ] {
-        if let Some(v) = src.filter(|v| !v.is_empty()) {
-            *dst = Some(v);
-        }
-    }
 }
 
 fn state_key((pbx, call): &CallKey) -> String {

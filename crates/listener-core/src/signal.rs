@@ -155,6 +155,31 @@ pub struct CallInfo {
     pub sip_call_id: Option<String>,
     /// The caller's display name as the PBX shows it.
     pub caller_name: Option<String>,
+    /// The queue or hunt group the call came through, once the PBX has named it (`meta.queue`
+    /// on the call's events).
+    #[serde(default)]
+    pub queue: Option<String>,
+}
+
+impl CallInfo {
+    /// Takes what `from` knows over what `self` knew: a known direction, and every non-empty
+    /// value (a later signal completes or corrects an earlier one, never erases it).
+    pub fn merge(&mut self, from: &CallInfo) {
+        if from.direction != Direction::Unknown {
+            self.direction = from.direction;
+        }
+        for (into, new) in [
+            (&mut self.external_number, &from.external_number),
+            (&mut self.dialled_number, &from.dialled_number),
+            (&mut self.sip_call_id, &from.sip_call_id),
+            (&mut self.caller_name, &from.caller_name),
+            (&mut self.queue, &from.queue),
+        ] {
+            if let Some(v) = new.as_ref().filter(|v| !v.is_empty()) {
+                *into = Some(v.clone());
+            }
+        }
+    }
 }
 
 /// The direction of a call from the PBX's point of view.

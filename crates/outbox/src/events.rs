@@ -1,47 +1,15 @@
 //! Internal events of the outbox: each `emit` logs and counts together (STYLE.md §9).
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use listener_kit::LogGate;
 
 use metrics::{counter, gauge};
 
 use crate::store::Totals;
 
-/// Repeated warnings are logged at most once per this interval (with the count suppressed).
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// A log rate limiter: the first occurrence is always logged, then at most one per interval,
-/// carrying how many were suppressed in between.
-#[derive(Debug)]
-pub(crate) struct LogLimiter {
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl LogLimiter {
-    pub(crate) const fn new() -> LogLimiter {
-        LogLimiter { state: Mutex::new((None, 0)) }
-    }
-
-    /// `Some(suppressed)` when this occurrence should be logged.
-    pub(crate) fn allow(&self, weight: u64) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        match state.0 {
-            Some(last) if now.duration_since(last) < LOG_INTERVAL => {
-                state.1 += weight;
-                None
-            }
-            _ => {
-                let suppressed = state.1;
-                *state = (Some(now), 0);
-                Some(suppressed)
-            }
-        }
-    }
-}
-
-static DROP_LOG: LogLimiter = LogLimiter::new();
-static DUPLICATE_LOG: LogLimiter = LogLimiter::new();
+/// Repeated warnings: the first is logged, then at most one per 10 s, with the count of the
+/// events suppressed meanwhile.
+static DROP_LOG: LogGate = LogGate::every(10_000);
+static DUPLICATE_LOG: LogGate = LogGate::every(10_000);
 
 /// One group commit went through.
 pub(crate) struct GroupCommitted<'a> {
@@ -61,7 +29,7 @@ impl GroupCommitted<'_> {
         counter!("pbx_listener_outbox_removed_events_total", "reason" => "delivered").increment(self.delivered);
         if self.duplicates > 0 {
             counter!("pbx_listener_outbox_duplicate_events_total").increment(self.duplicates);
-            if let Some(suppressed) = DUPLICATE_LOG.allow(self.duplicates) {
+            if let Some(suppressed) = DUPLICATE_LOG.allow_weighted_now(self.duplicates) {
                 tracing::debug!(
                     duplicates = self.duplicates,
                     suppressed,
@@ -74,7 +42,7 @@ impl GroupCommitted<'_> {
                 continue;
             }
             counter!("pbx_listener_outbox_dropped_events_total", "when_full" => policy).increment(n);
-            if let Some(suppressed) = DROP_LOG.allow(n) {
+            if let Some(suppressed) = DROP_LOG.allow_weighted_now(n) {
                 tracing::error!(
                     when_full = policy,
                     dropped = n,

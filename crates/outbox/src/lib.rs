@@ -50,7 +50,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-pub use config::{OutboxConfig, WhenFull};
+pub use config::{
+    DEFAULT_DATA_DIR, DataDirCheck, MIN_OUTBOX_BYTES, OUTBOX_FILE, OutboxConfig, OutboxSection, OutboxSettings,
+    WhenFull,
+};
 pub use db::SPACE_FACTOR;
 pub use error::{OpenError, OutboxError};
 pub use inspect::{EventRow, Inspector, Purge, PurgeReport, QuarantineReason, RowState, Selection, Stats};

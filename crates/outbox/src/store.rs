@@ -3,8 +3,6 @@
 //! Every write keeps three things exact in the same transaction: the `heads` row of the order
 //! key it touches, the `counters` totals (through [`Totals`]), and the byte cap.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use listener_core::StateChange;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -131,7 +129,7 @@ pub(crate) fn event_size(id: &str, order_key: &str, body: &[u8]) -> i64 {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    i64::try_from(listener_kit::clock::now().0).unwrap_or(i64::MAX)
 }
 
 fn checksum(body: &[u8]) -> i64 {

@@ -32,9 +32,17 @@ pub struct SipTapConfig {
     pub max_datagram_bytes: usize,
     /// The largest SIP message read, in bytes. Default 65535.
     pub max_message_bytes: usize,
-    /// The most HEP-over-TCP connections at once; more wait to be accepted. Default 64.
+    /// The most HEP-over-TCP connections at once; more wait (in the kernel's accept queue)
+    /// until one closes. Default 64, from 1 to 4096.
     pub max_tcp_connections: usize,
-    /// A HEP-over-TCP connection silent for this long is closed, in seconds. Default 300.
+    /// The most HEP-over-TCP connections at once from one source (an IPv4 address, or an IPv6
+    /// /64 network); more are closed as soon as they are accepted. A capture agent needs one
+    /// or two. Keep it well below `max_tcp_connections`, so that one source cannot take every
+    /// place. Default 8, from 1 to `max_tcp_connections`.
+    pub max_tcp_connections_per_source: usize,
+    /// A HEP-over-TCP connection that delivers no complete HEP packet for this long is
+    /// closed, in seconds (a silent one, or one that drips a packet byte by byte). Capture
+    /// agents reconnect when they have something to send. Default 300, from 1 to 86400.
     pub tcp_idle_timeout_secs: u64,
     /// How long a Call-ID is remembered to report its leg only once, in seconds. Default
     /// 14400 (4 hours).
@@ -55,6 +63,7 @@ impl Default for SipTapConfig {
             max_datagram_bytes: 65_535,
             max_message_bytes: 65_535,
             max_tcp_connections: 64,
+            max_tcp_connections_per_source: 8,
             tcp_idle_timeout_secs: 300,
             dialog_ttl_secs: 14_400,
             max_dialogs: 100_000,

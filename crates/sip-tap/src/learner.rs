@@ -68,6 +68,16 @@ impl LegLearner {
         self.dialogs.len()
     }
 
+    /// When the oldest Call-ID is due to be forgotten ([`LegLearner::handle_timeout`]).
+    pub fn poll_timeout(&self) -> Option<UnixMillis> {
+        self.order.front().map(|(created, _)| created.plus_ms(self.config.dialog_ttl_ms))
+    }
+
+    /// Forgets the Call-IDs whose time is up, also when no message comes.
+    pub fn handle_timeout(&mut self, now: UnixMillis) {
+        self.prune(now);
+    }
+
     /// Learns from one message; `captured_at` is the capture time (HEP), else `now` is used.
     pub fn learn(
         &mut self,

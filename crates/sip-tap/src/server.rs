@@ -4,25 +4,29 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use correlation::LegUpdate;
-use listener_core::UnixMillis;
+use listener_core::SourceLimiter;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::config::SipTapConfig;
-use crate::events::Transport;
+use listener_kit::LogGate;
+use listener_kit::clock::now;
+
+use crate::events::{self, Transport};
 use crate::hep;
 use crate::tap::{TapCore, TapSettings, TapStats};
 
-/// Why the tap could not start or stopped.
+/// Why the tap could not start or stopped. [`SipTapError::key`] names the `[sip_tap]` key the
+/// error is about; the message says what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum SipTapError {
     /// A listen address could not be bound.
-    #[error("{key} = {addr}: cannot listen: {source}")]
+    #[error("{addr}: cannot listen: {source}")]
     Bind {
         /// The configuration key.
         key: &'static str,
@@ -33,12 +37,26 @@ pub enum SipTapError {
         source: std::io::Error,
     },
     /// The HEP auth key file could not be read, or is empty.
-    #[error("hep_auth_key_file = {path}: {reason}")]
+    #[error("{path}: {reason}")]
     AuthKeyFile {
         /// The file.
         path: String,
         /// Why.
         reason: String,
+    },
+    /// A number is outside its range.
+    #[error("must be between {min} and {max} {unit}, not {value}")]
+    OutOfRange {
+        /// The key.
+        key: &'static str,
+        /// What it says.
+        value: u64,
+        /// The least allowed.
+        min: u64,
+        /// The most allowed.
+        max: u64,
+        /// What it counts.
+        unit: &'static str,
     },
     /// A socket failed while running.
     #[error("SIP tap socket error: {0}")]
@@ -56,9 +74,72 @@ pub struct SipTap {
     core: Arc<Mutex<TapCore>>,
 }
 
+impl SipTapError {
+    /// The `[sip_tap]` key the error is about (`None` for a socket error while running), so
+    /// that the daemon can point at its line.
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            SipTapError::Bind { key, .. } | SipTapError::OutOfRange { key, .. } => Some(key),
+            SipTapError::AuthKeyFile { .. } => Some("hep_auth_key_file"),
+            SipTapError::Io(_) => None,
+        }
+    }
+}
+
+/// `[sip_tap]` loaded ([`SipTapConfig::load`]): ranges checked, the HEP key read. What the
+/// daemon's configuration holds and [`SipTap::bind_loaded`] starts from. `Debug` shows no key.
+#[derive(Clone)]
+pub struct SipTapSettings {
+    config: SipTapConfig,
+    hep_auth_key: Option<Vec<u8>>,
+}
+
+impl SipTapSettings {
+    /// The section as written (paths as resolved by the caller).
+    pub fn config(&self) -> &SipTapConfig {
+        &self.config
+    }
+}
+
+impl std::fmt::Debug for SipTapSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipTapSettings")
+            .field("config", &self.config)
+            .field("hep_auth_key", &self.hep_auth_key.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
 impl SipTapConfig {
-    /// Reads `hep_auth_key_file` (surrounding whitespace ignored; an empty key is an error):
-    /// what `check-config` runs, and what [`SipTap::bind`] starts with.
+    /// Checks the ranges and reads the HEP key file: what `check-config` runs and the daemon
+    /// keeps.
+    pub fn load(&self) -> Result<SipTapSettings, SipTapError> {
+        self.validate()?;
+        let hep_auth_key = self.load_auth_key()?;
+        Ok(SipTapSettings { config: self.clone(), hep_auth_key })
+    }
+
+    /// Checks the connection limits' ranges.
+    pub fn validate(&self) -> Result<(), SipTapError> {
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        let checks = [
+            ("max_tcp_connections", n(self.max_tcp_connections), 1, 4_096, "connections"),
+            (
+                "max_tcp_connections_per_source",
+                n(self.max_tcp_connections_per_source),
+                1,
+                n(self.max_tcp_connections.clamp(1, 4_096)),
+                "connections (at most max_tcp_connections)",
+            ),
+            ("tcp_idle_timeout_secs", self.tcp_idle_timeout_secs, 1, 86_400, "seconds"),
+        ];
+        match checks.into_iter().find(|&(_, v, min, max, _)| v < min || v > max) {
+            Some((key, value, min, max, unit)) => Err(SipTapError::OutOfRange { key, value, min, max, unit }),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads `hep_auth_key_file` (surrounding whitespace ignored; an empty key is an error).
     pub fn load_auth_key(&self) -> Result<Option<Vec<u8>>, SipTapError> {
         let Some(path) = &self.hep_auth_key_file else { return Ok(None) };
         let bad = |reason: String| SipTapError::AuthKeyFile { path: path.display().to_string(), reason };
@@ -72,9 +153,14 @@ impl SipTapConfig {
 }
 
 impl SipTap {
-    /// Binds every configured listener and reads the auth key file.
+    /// Loads `config` ([`SipTapConfig::load`]) and binds it.
     pub async fn bind(config: SipTapConfig) -> Result<SipTap, SipTapError> {
-        let hep_auth_key = config.load_auth_key()?;
+        SipTap::bind_loaded(config.load()?).await
+    }
+
+    /// Binds every listener of settings loaded earlier.
+    pub async fn bind_loaded(settings: SipTapSettings) -> Result<SipTap, SipTapError> {
+        let SipTapSettings { config, hep_auth_key } = settings;
         let hep_udp = bind_udp("hep_udp_listen", config.hep_udp_listen).await?;
         let sip_udp = bind_udp("sip_udp_listen", config.sip_udp_listen).await?;
         let hep_tcp = match config.hep_tcp_listen {
@@ -119,11 +205,12 @@ impl SipTap {
         let max_datagram = config.max_datagram_bytes.max(1);
         let udp_hep = udp_loop(hep_udp, Transport::HepUdp, core.clone(), tx.clone(), max_datagram);
         let udp_sip = udp_loop(sip_udp, Transport::SipUdp, core.clone(), tx.clone(), max_datagram);
-        let tcp = tcp_loop(hep_tcp, core, tx, &config);
+        let tcp = tcp_loop(hep_tcp, core.clone(), tx, &config);
         tokio::select! {
             r = udp_hep => r,
             r = udp_sip => r,
             r = tcp => r,
+            () = timers(&core) => Ok(()),
             () = shutdown => Ok(()),
         }
     }
@@ -147,10 +234,6 @@ async fn bind_udp(key: &'static str, addr: Option<SocketAddr>) -> Result<Option<
         }
         None => Ok(None),
     }
-}
-
-fn now() -> UnixMillis {
-    UnixMillis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
 }
 
 /// Feeds one input to the core and takes its updates out (the lock is never held across an
@@ -204,6 +287,18 @@ async fn udp_loop(
     }
 }
 
+/// Drives the core's timers (the learner forgets Call-IDs), so that its memory falls when
+/// nothing comes.
+async fn timers(core: &Mutex<TapCore>) {
+    loop {
+        let next = core.lock().unwrap_or_else(PoisonError::into_inner).poll_timeout();
+        // Something may be remembered while we sleep: look again within a minute at the latest.
+        let wait = next.map_or(60_000, |t| t.since(now()).min(60_000));
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        core.lock().unwrap_or_else(PoisonError::into_inner).handle_timeout(now());
+    }
+}
+
 async fn tcp_loop(
     listener: Option<TcpListener>,
     core: Arc<Mutex<TapCore>>,
@@ -212,21 +307,39 @@ async fn tcp_loop(
 ) -> Result<(), SipTapError> {
     let Some(listener) = listener else { return std::future::pending().await };
     let limit = Arc::new(Semaphore::new(config.max_tcp_connections.max(1)));
+    let sources = SourceLimiter::new(config.max_tcp_connections_per_source);
     let idle = Duration::from_secs(config.tcp_idle_timeout_secs.max(1));
+    let log = LogGate::every(10_000);
     // Dropping the set (when `run` returns) aborts every connection.
     let mut connections = JoinSet::new();
     loop {
+        // At the cap, new connections wait in the kernel's accept queue: the idle timeout
+        // frees a place held by a connection that sends nothing.
         let permit = limit.clone().acquire_owned().await.map_err(|_| std::io::Error::other("semaphore closed"))?;
         let (stream, peer) = tokio::select! {
-            r = listener.accept() => r?,
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    events::accept_failed(&log, now(), &e);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Some(place) = sources.try_acquire(peer.ip()) else {
+            events::connection_refused(&log, now(), peer, config.max_tcp_connections_per_source);
+            continue;
         };
         tracing::debug!(%peer, "HEP TCP connection accepted.");
         let (core, tx) = (core.clone(), tx.clone());
         connections.spawn(async move {
-            let _permit = permit;
-            if let Err(e) = hep_tcp_connection(stream, core, tx, idle).await {
-                tracing::info!(%peer, error = %e, "HEP TCP connection closed.");
+            let _held = (permit, place);
+            match hep_tcp_connection(stream, peer, &core, tx, idle).await {
+                // Garbage was counted before the stream closed.
+                Ok(()) | Err(ConnectionEnd::Framing(_)) => {}
+                Err(ConnectionEnd::Idle) => events::connection_idle(peer),
+                Err(e @ ConnectionEnd::Io(_)) => tracing::info!(%peer, error = %e, "HEP TCP connection closed."),
             }
         });
         while connections.try_join_next().is_some() {}
@@ -244,32 +357,45 @@ enum ConnectionEnd {
     Idle,
 }
 
+/// Reads HEP packets off one connection. It must deliver a complete packet within `idle` of
+/// the last one (or of the connection): a silent connection, or one that drips a packet a
+/// byte at a time, loses its place.
 async fn hep_tcp_connection(
     mut stream: TcpStream,
-    core: Arc<Mutex<TapCore>>,
+    peer: SocketAddr,
+    core: &Mutex<TapCore>,
     tx: mpsc::Sender<LegUpdate>,
     idle: Duration,
 ) -> Result<(), ConnectionEnd> {
     // A HEP packet is at most 65535 bytes (16-bit length), so this bounds the buffer.
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16384];
+    let mut deadline = tokio::time::Instant::now() + idle;
     loop {
         // Cut every whole packet out of what we have.
         let mut start = 0;
         let mut updates = Vec::new();
-        while let Some(len) = hep::frame_len(&buf[start..], usize::from(u16::MAX))? {
+        while let Some(len) = hep::frame_len(&buf[start..], usize::from(u16::MAX)).inspect_err(|e| {
+            // Counted while the stream is still open: whoever sees it close sees the count.
+            let mut core = core.lock().unwrap_or_else(PoisonError::into_inner);
+            core.handle_stream_lost(now(), Transport::HepTcp, &format_args!("{peer}: {e}"));
+        })? {
             if buf.len() - start < len {
                 break;
             }
             let packet = &buf[start..start + len];
-            updates.extend(feed(&core, |c| c.handle_hep(now(), Transport::HepTcp, packet)));
+            updates.extend(feed(core, |c| c.handle_hep(now(), Transport::HepTcp, packet)));
             start += len;
         }
         buf.drain(..start);
-        if !forward(&tx, updates).await {
-            return Ok(());
+        if start > 0 {
+            if !forward(&tx, updates).await {
+                return Ok(());
+            }
+            // After the hand-over: waiting on a busy pipeline is not the sender's idleness.
+            deadline = tokio::time::Instant::now() + idle;
         }
-        let n = match tokio::time::timeout(idle, stream.read(&mut chunk)).await {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
             Ok(r) => r?,
             Err(_) => return Err(ConnectionEnd::Idle),
         };

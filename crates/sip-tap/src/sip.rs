@@ -783,10 +783,43 @@ pub fn uri_user(uri: &str) -> Option<&str> {
     (!user.is_empty()).then_some(user)
 }
 
-/// A URI user as a number: E.164 digits without `+` when it is a phone number (visual
-/// separators removed), else `None`.
+/// A URI user with its `%HH` escapes undone: RFC 3261 §19.1.4 compares URIs after unescaping,
+/// so `+%344%31234567890` is `+441234567890`. When an escape is invalid (not two hex digits) or
+/// the result is not UTF-8, the user is returned as it was written.
+pub fn unescape_user(user: &str) -> Cow<'_, str> {
+    if !user.contains('%') {
+        return Cow::Borrowed(user);
+    }
+    let bytes = user.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let Some(decoded) = bytes.get(i + 1..i + 3).and_then(hex_byte) else { return Cow::Borrowed(user) };
+            out.push(decoded);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_or(Cow::Borrowed(user), Cow::Owned)
+}
+
+/// Two hex digits as a byte (`from_str_radix` alone would also take a sign).
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let digit = |c: u8| (c as char).to_digit(16);
+    match pair {
+        [hi, lo] => Some(u8::try_from(digit(*hi)? * 16 + digit(*lo)?).ok()?),
+        _ => None,
+    }
+}
+
+/// A URI user as a number: E.164 digits without `+` when it is a phone number (escapes undone
+/// by [`unescape_user`], visual separators removed), else `None`.
 pub fn as_number(user: &str) -> Option<String> {
-    let bare = user.strip_prefix('+').unwrap_or(user);
+    let user = unescape_user(user);
+    let bare = user.strip_prefix('+').unwrap_or(&user);
     let digits: String = bare.chars().filter(char::is_ascii_digit).collect();
     (!digits.is_empty() && bare.chars().all(|c| c.is_ascii_digit() || "-.()".contains(c))).then_some(digits)
 }

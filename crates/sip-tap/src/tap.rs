@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use correlation::LegUpdate;
 use listener_core::UnixMillis;
 
-use crate::events::{self, LogLimiter, Transport};
+use listener_kit::LogGate;
+
+use crate::events::{self, Transport};
 use crate::hep::{self, PROTO_TYPE_SIP};
 use crate::learner::{LearnerConfig, LegLearner};
 use crate::sip::{self, SipMessage};
@@ -30,6 +32,11 @@ pub struct TapStats {
     pub sip_malformed: u64,
     /// Leg updates produced.
     pub leg_updates: u64,
+    /// Legs learned without a callSid (no `call_sid_header` on the INVITE): they cannot be
+    /// bound until a response or an announcement brings the sids. Also in `leg_updates`.
+    pub legs_without_sid: u64,
+    /// HEP-over-TCP streams closed because their framing was lost (garbage on the stream).
+    pub tcp_streams_lost: u64,
 }
 
 /// The tap's settings that are not about sockets.
@@ -51,27 +58,54 @@ pub struct TapCore {
     max_message_bytes: usize,
     out: VecDeque<LegUpdate>,
     stats: TapStats,
-    hep_log: LogLimiter,
-    sip_log: LogLimiter,
+    hep_log: LogGate,
+    sip_log: LogGate,
+    sid_log: LogGate,
+    call_sid_header: String,
 }
 
 impl TapCore {
     /// A tap core.
     pub fn new(settings: TapSettings) -> TapCore {
         TapCore {
+            call_sid_header: settings.learner.call_sid_header.clone(),
             learner: LegLearner::new(settings.learner),
             auth_key: settings.hep_auth_key,
             max_message_bytes: settings.max_message_bytes,
             out: VecDeque::new(),
             stats: TapStats::default(),
-            hep_log: LogLimiter::new(10_000),
-            sip_log: LogLimiter::new(10_000),
+            hep_log: LogGate::every(10_000),
+            sip_log: LogGate::every(10_000),
+            sid_log: LogGate::every(10_000),
         }
     }
 
     /// The counters.
     pub fn stats(&self) -> &TapStats {
         &self.stats
+    }
+
+    /// How many Call-IDs the learner remembers.
+    pub fn dialogs(&self) -> usize {
+        self.learner.dialogs()
+    }
+
+    /// When [`TapCore::handle_timeout`] should be called next: the learner's memory of
+    /// Call-IDs falls on this timer, not only when the next message comes.
+    pub fn poll_timeout(&self) -> Option<UnixMillis> {
+        self.learner.poll_timeout()
+    }
+
+    /// Forgets what is due at `now`.
+    pub fn handle_timeout(&mut self, now: UnixMillis) {
+        self.learner.handle_timeout(now);
+    }
+
+    /// A HEP-over-TCP stream was closed because its framing was lost (garbage on it): counted
+    /// and logged (rate-limited).
+    pub fn handle_stream_lost(&mut self, now: UnixMillis, transport: Transport, error: &dyn std::fmt::Display) {
+        self.stats.tcp_streams_lost += 1;
+        events::stream_lost(&self.hep_log, now, transport, error);
     }
 
     /// The next leg update.
@@ -87,7 +121,7 @@ impl TapCore {
             Ok(p) => p,
             Err(e) => {
                 self.stats.hep_malformed += 1;
-                events::packet_rejected(&mut self.hep_log, now, transport, e.kind(), &e);
+                events::packet_rejected(&self.hep_log, now, transport, e.kind(), &e);
                 return;
             }
         };
@@ -95,7 +129,7 @@ impl TapCore {
             && !p.has_auth_key(key)
         {
             self.stats.hep_unauthorized += 1;
-            events::packet_rejected(&mut self.hep_log, now, transport, "auth", &"missing or wrong HEP auth key");
+            events::packet_rejected(&self.hep_log, now, transport, "auth", &"missing or wrong HEP auth key");
             return;
         }
         let payload = match (p.proto_type, p.payload) {
@@ -162,7 +196,7 @@ impl TapCore {
 
     fn malformed(&mut self, now: UnixMillis, transport: Transport, e: &sip::SipError) {
         self.stats.sip_malformed += 1;
-        events::message_malformed(&mut self.sip_log, now, transport, e.kind(), e);
+        events::message_malformed(&self.sip_log, now, transport, e.kind(), e);
     }
 
     fn learn(&mut self, now: UnixMillis, transport: Transport, captured_at: Option<UnixMillis>, msg: &SipMessage<'_>) {
@@ -171,11 +205,27 @@ impl TapCore {
         if let Some(update) = self.learner.learn(now, captured_at, msg) {
             self.stats.leg_updates += 1;
             events::leg_update(match &update {
+                LegUpdate::Learned(f) if f.call_sid.is_none() => "learned-without-sid",
                 LegUpdate::Learned(_) => "learned",
                 LegUpdate::Updated(_) => "updated",
                 LegUpdate::Ended(_) => "ended",
             });
-            tracing::debug!(call_id = msg.call_id(), ?update, "SIP tap learned about a leg.");
+            if let LegUpdate::Learned(f) = &update
+                && f.call_sid.is_none()
+            {
+                // Learned, but no PBX call can bind to it without its sids: say so, or a
+                // missing header looks like a working tap.
+                self.stats.legs_without_sid += 1;
+                events::leg_without_sid(&self.sid_log, now, msg.call_id(), &self.call_sid_header);
+            }
+            // The URIs as written (escapes kept): the update has the numbers read out of them.
+            tracing::debug!(
+                call_id = msg.call_id(),
+                from_uri = msg.from().ok().map(|f| f.uri).as_deref(),
+                to_uri = msg.to().ok().map(|t| t.uri).as_deref(),
+                ?update,
+                "SIP tap learned about a leg."
+            );
             self.out.push_back(update);
         }
     }

@@ -430,6 +430,40 @@ fn learner_follows_the_dialog() {
     );
 }
 
+/// Issue 9 item 12: a leg learned without a callSid is counted apart (it cannot bind until
+/// the sids come), and still reported.
+#[test]
+fn a_leg_without_sids_is_counted_apart() {
+    let mut c = core(None);
+    c.handle_sip_datagram(UnixMillis(1), &msg("INVITE sip:+15551230100@pbx SIP/2.0", "n1", "1 INVITE", ""));
+    let with_sid = format!("X-Call-Sid: {BLEG_CALL_SID}\r\n");
+    c.handle_sip_datagram(UnixMillis(2), &msg("INVITE sip:+15551230100@pbx SIP/2.0", "n2", "1 INVITE", &with_sid));
+    // The sids on the answer to the first: an update, not another leg without sids.
+    c.handle_sip_datagram(UnixMillis(3), &msg("SIP/2.0 200 OK", "n1", "1 INVITE", &with_sid));
+    assert_eq!(updates(&mut c).len(), 3);
+    let s = c.stats();
+    assert_eq!((s.leg_updates, s.legs_without_sid), (3, 1));
+}
+
+/// Issue 9 item 12: the learner forgets Call-IDs on its own timer, so its memory falls when
+/// SIP stops coming (it used to forget only when the next message came).
+#[test]
+fn the_tap_forgets_dialogs_on_its_timer() {
+    let mut c = TapCore::new(TapSettings {
+        learner: LearnerConfig { dialog_ttl_ms: 1_000, ..LearnerConfig::default() },
+        hep_auth_key: None,
+        max_message_bytes: MAX,
+    });
+    assert_eq!(c.poll_timeout(), None);
+    c.handle_sip_datagram(UnixMillis(0), &msg("INVITE sip:1@pbx SIP/2.0", "t1", "1 INVITE", ""));
+    c.handle_sip_datagram(UnixMillis(500), &msg("INVITE sip:1@pbx SIP/2.0", "t2", "1 INVITE", ""));
+    assert_eq!((c.dialogs(), c.poll_timeout()), (2, Some(UnixMillis(1_000))));
+    c.handle_timeout(UnixMillis(1_000));
+    assert_eq!((c.dialogs(), c.poll_timeout()), (1, Some(UnixMillis(1_500))));
+    c.handle_timeout(UnixMillis(1_500));
+    assert_eq!((c.dialogs(), c.poll_timeout()), (0, None));
+}
+
 #[test]
 fn learner_bounds_its_memory() {
     let mut l = LegLearner::new(LearnerConfig { max_dialogs: 3, dialog_ttl_ms: 1_000, ..LearnerConfig::default() });
@@ -445,13 +479,39 @@ fn learner_bounds_its_memory() {
     assert_eq!(l.dialogs(), 1);
 }
 
+/// Issue 9 item 11: escaped characters in a URI user are the same characters (RFC 3261
+/// §19.1.4): `+%344%31234567890` and `%2B441234567890` are the number 441234567890. An invalid
+/// escape keeps the user as it is.
 #[test]
-fn log_limiter_counts_what_it_holds_back() {
-    let mut l = LogLimiter::new(1_000);
-    assert_eq!(l.allow(UnixMillis(0)), Some(0));
-    assert_eq!(l.allow(UnixMillis(10)), None);
-    assert_eq!(l.allow(UnixMillis(999)), None);
-    assert_eq!(l.allow(UnixMillis(1_000)), Some(2));
+fn percent_encoded_users_are_numbers() {
+    assert_eq!(sip::as_number("+%344%31234567890").as_deref(), Some("441234567890"));
+    assert_eq!(sip::as_number("%2B441234567890").as_deref(), Some("441234567890"));
+    assert_eq!(sip::as_number("%2b44%2D1234").as_deref(), Some("441234"));
+    assert_eq!(sip::as_number("+44%G1234"), None);
+    assert_eq!(sip::as_number("+44123%4"), None);
+    assert_eq!(sip::unescape_user("alice%40home"), "alice@home");
+    assert_eq!(sip::unescape_user("bad%zz"), "bad%zz");
+    assert_eq!(sip::unescape_user("not-utf8%FF"), "not-utf8%FF");
+
+    let invite = b"INVITE sip:%2B15551230100@pbx SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+        From: <sip:+%31555%37654321@cpaas>;tag=a\r\nTo: <sip:+1555%3123%30100@pbx>\r\nCall-ID: esc1\r\n\
+        CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    let mut c = core(None);
+    c.handle_sip_datagram(UnixMillis(1), invite);
+    let bad = b"INVITE sip:+1555%G230100@pbx SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK2\r\n\
+        From: <sip:+1555%7654321@cpaas>;tag=a\r\nTo: <sip:+1555%G230100@pbx>\r\nCall-ID: esc2\r\n\
+        CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    c.handle_sip_datagram(UnixMillis(2), bad);
+    let got: Vec<(Option<String>, Option<String>)> =
+        updates(&mut c).into_iter().map(|u| (u.facts().from.clone(), u.facts().to.clone())).collect();
+    assert_eq!(
+        got,
+        [
+            (Some("15557654321".to_owned()), Some("15551230100".to_owned())),
+            // Kept raw: the URIs as they were written.
+            (Some("sip:+1555%7654321@cpaas".to_owned()), Some("sip:+1555%G230100@pbx".to_owned())),
+        ]
+    );
 }
 
 #[test]
@@ -491,6 +551,21 @@ proptest! {
         // On a stream the same bytes give the same message, and the rest stays unread.
         let s = parse_stream(&bytes, MAX).unwrap().unwrap();
         prop_assert_eq!(s.consumed, bytes.len() - 5);
+    }
+
+    #[test]
+    fn escaped_users_read_as_written(user in "[+0-9a-zA-Z.()-]{0,24}", escape in prop::collection::vec(any::<bool>(), 24), junk in "[%0-9a-zA-Z]{0,12}") {
+        // Escaping any of the characters changes nothing (RFC 3261 §19.1.4) ...
+        let escaped: String = user
+            .chars()
+            .zip(escape.iter().chain(std::iter::repeat(&false)))
+            .map(|(c, &e)| if e { format!("%{:02X}", c as u32) } else { c.to_string() })
+            .collect();
+        prop_assert_eq!(sip::unescape_user(&escaped), user.as_str());
+        prop_assert_eq!(sip::as_number(&escaped), sip::as_number(&user));
+        // ... and anything else is kept or decoded, never lost or panicked over.
+        let out = sip::unescape_user(&junk);
+        prop_assert!(out.len() <= junk.len());
     }
 
     #[test]

@@ -614,6 +614,7 @@ impl Tracker {
         };
         if r.to_type == DnType::Queue || r.to_type == DnType::RingGroup {
             call.queue = r.to_dn.map(str::to_owned);
+            call.info.queue.clone_from(&call.queue);
             emit(self, t.start, &call, None, CallChange::Queued { queue: call.queue.clone() });
         }
         let answered = t.answered;

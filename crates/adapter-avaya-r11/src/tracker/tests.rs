@@ -522,6 +522,35 @@ resync@7040 [c0a82a03.21]
     assert_eq!(feed_delta3(&mut h.tracker, UnixMillis(9_000), &record), Ok(Handled::Ignored));
 }
 
+/// Issue 9, item 4: "snapshot complete … live_calls=1" was logged when the PBX's snapshot held
+/// no call, because a call that started during the settle window was counted as the
+/// snapshot's. The summary tells them apart.
+#[test]
+fn the_snapshot_summary_tells_re_sent_calls_from_calls_started_meanwhile() {
+    let a = trunk("e-a", party_state::CONNECTED);
+    let b = trunk("e-b", party_state::CONNECTED);
+    let call20 = detail(&call(20, None), &a, Some(&ext("e-1", "4001", 2, 1)), &[]);
+    let call21 = detail(&call(21, None), &b, Some(&ext("e-2", "4002", 2, 1)), &[]);
+    let mut h = Harness::new();
+    // A fresh daemon: the PBX re-sends nothing, and a new call starts ringing in the window.
+    h.step("subscribed");
+    h.step(&hunt_group_ringing(22));
+    h.step("timeout");
+    let fresh = h.tracker.last_snapshot().unwrap();
+    assert_eq!((fresh.held(), fresh.first_seen_new, fresh.ended_unseen), (0, 1, 0), "{fresh:?}");
+    // Two calls in progress; the link drops, one ends while down, the other is re-sent, and a
+    // call in progress that we never saw (live before we started) shows up too.
+    h.step(&call20);
+    h.step("down");
+    h.step("subscribed");
+    h.step(&call21);
+    h.step("timeout");
+    let again = h.tracker.last_snapshot().unwrap();
+    assert_eq!(again.ended_unseen, 2, "calls 20 and 22 ended while the link was down: {again:?}");
+    assert_eq!((again.confirmed, again.first_seen_in_progress, again.first_seen_new), (0, 1, 0), "{again:?}");
+    assert_eq!(again.held(), 1);
+}
+
 #[test]
 fn a_link_drop_cancels_the_pending_snapshot() {
     check(&[s("subscribed"), s("down")], "");

@@ -4,14 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use uuid::Uuid;
-
-/// The smallest outbox cap we accept: below this the cap would drop events during a blip.
-pub const MIN_OUTBOX_BYTES: u64 = 1 << 20;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -39,9 +35,9 @@ pub struct FileConfig {
     /// Receivers of SIP copies (HEPv3, raw SIP) to learn legs from. Optional (off when absent).
     #[serde(default)]
     pub sip_tap: Option<sip_tap::SipTapConfig>,
-    /// The durable queue of events waiting for delivery.
+    /// The durable queue of events waiting for delivery (the outbox's own config type).
     #[serde(default)]
-    pub outbox: OutboxSection,
+    pub outbox: outbox::OutboxSection,
     /// The admin HTTP endpoint.
     #[serde(default)]
     pub admin: AdminSection,
@@ -75,67 +71,6 @@ pub struct NumbersSection {
 
 fn default_max_extension_digits() -> usize {
     6
-}
-
-/// `[outbox]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutboxSection {
-    /// Directory of the outbox database. Default `/var/lib/pbx-listener` (systemd's
-    /// `StateDirectory`). Relative paths are relative to the configuration file.
-    #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
-    /// Cap on the stored events, in bytes. Default 1 GiB (about a million events). The
-    /// daemon refuses to start if the filesystem cannot hold it.
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: u64,
-    /// What to drop when the cap is reached: `"drop_oldest"` (default) or `"drop_newest"`.
-    #[serde(default)]
-    pub when_full: WhenFull,
-}
-
-impl Default for OutboxSection {
-    fn default() -> Self {
-        OutboxSection { data_dir: default_data_dir(), max_bytes: default_max_bytes(), when_full: WhenFull::default() }
-    }
-}
-
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("/var/lib/pbx-listener")
-}
-
-fn default_max_bytes() -> u64 {
-    1 << 30
-}
-
-/// The outbox's policy at its cap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenFull {
-    /// Drop the oldest undelivered events to make room (counted and logged).
-    #[default]
-    DropOldest,
-    /// Refuse new events (counted and logged).
-    DropNewest,
-}
-
-impl WhenFull {
-    /// The configuration spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WhenFull::DropOldest => "drop_oldest",
-            WhenFull::DropNewest => "drop_newest",
-        }
-    }
-}
-
-impl From<WhenFull> for outbox::WhenFull {
-    fn from(w: WhenFull) -> outbox::WhenFull {
-        match w {
-            WhenFull::DropOldest => outbox::WhenFull::DropOldest,
-            WhenFull::DropNewest => outbox::WhenFull::DropNewest,
-        }
-    }
 }
 
 /// `[admin]`.
@@ -172,7 +107,7 @@ pub struct LogSection {
     /// systemd), `"text"` or `"json"`.
     #[serde(default)]
     pub format: LogFormat,
-    /// A `tracing` filter such as `"info"` or `"info,adapter_avaya_r11=debug"`. Default
+    /// A `tracing` filter such as `"info"` or `"info,pbx_listener=debug"`. Default
     /// `"info"`; the `RUST_LOG` environment variable overrides it.
     pub level: Option<String>,
 }

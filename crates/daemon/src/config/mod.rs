@@ -23,7 +23,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use uuid::Uuid;
 
-pub use file::{LogFormat, WhenFull};
+pub use file::LogFormat;
 
 use crate::pbx_types::{self, BlockError, LoadedPbx};
 pub use span::{KeyPath, SpanIndex, line_col};
@@ -93,12 +93,12 @@ pub struct Config {
     pub platform: forwarder::ForwarderSettings,
     /// `[correlation]`, validated, its patterns compiled, knowing whether a leg source exists.
     pub correlation: correlation::CorrelationSettings,
-    /// `[legs]`, paths resolved and secrets checked, if configured.
-    pub legs: Option<leg_announce::LegsConfig>,
-    /// `[sip_tap]`, paths resolved, if configured.
-    pub sip_tap: Option<sip_tap::SipTapConfig>,
-    /// `[outbox]`.
-    pub outbox: OutboxSettings,
+    /// `[legs]` loaded (secrets, certificate and key read), if configured.
+    pub legs: Option<leg_announce::LegsSettings>,
+    /// `[sip_tap]` loaded (the HEP key read), if configured.
+    pub sip_tap: Option<sip_tap::SipTapSettings>,
+    /// `[outbox]`, validated (the outbox crate's own settings).
+    pub outbox: outbox::OutboxSettings,
     /// `[admin]`.
     pub admin: AdminSettings,
     /// `[log]`.
@@ -124,17 +124,6 @@ pub struct PbxConfig {
     pub id: PbxId,
     /// Its kind's settings, loaded.
     pub settings: LoadedPbx,
-}
-
-/// `[outbox]`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxSettings {
-    /// Where the outbox database lives.
-    pub data_dir: PathBuf,
-    /// Byte cap.
-    pub max_bytes: u64,
-    /// What to drop at the cap.
-    pub when_full: WhenFull,
 }
 
 /// `[admin]`, validated.
@@ -190,18 +179,6 @@ impl<'a> Checker<'a> {
             key: at_span.as_ref().or(key).filter(|k| !k.0.is_empty()).map(ToString::to_string),
             message: err.message().trim_end().to_owned(),
         });
-    }
-
-    /// A component's error about `section.key` (or the whole section): placed at that key, the
-    /// component's own `"section.key: "` prefix dropped from the message.
-    pub(crate) fn keyed(&mut self, section: &str, key: Option<&str>, error: &dyn fmt::Display) {
-        let text = error.to_string();
-        let (path, prefix) = match key {
-            Some(k) => (KeyPath::keys(&[section, k]), format!("{section}.{k}: ")),
-            None => (KeyPath::keys(&[section]), String::new()),
-        };
-        let message = text.strip_prefix(&prefix).unwrap_or(&text).to_owned();
-        self.at(&path, message);
     }
 
     /// Deserialises a sub-value with spans preserved, so its errors point into the file.
@@ -290,34 +267,37 @@ fn validate(
     };
     let pbx = validate_pbx_blocks(check, index, base);
     let platform = load_platform(check, raw.platform, base);
-    let legs = raw.legs.map(|legs| check_legs(check, legs, base));
-    let sip_tap = raw.sip_tap.map(|mut tap| {
+    let leg_sources = raw.legs.is_some() || raw.sip_tap.is_some();
+    let legs = raw.legs.and_then(|legs| load_legs(check, legs, base));
+    let sip_tap = raw.sip_tap.and_then(|mut tap| {
         if let Some(p) = &mut tap.hep_auth_key_file {
             *p = resolve(base, p);
         }
-        if let Err(e) = tap.load_auth_key() {
-            check.keyed("sip_tap", Some("hep_auth_key_file"), &e);
-        }
-        tap
+        tap.load().map_err(|e| check.at(&section_key("sip_tap", e.key()), e.to_string())).ok()
     });
     let correlation = match correlation::CorrelationSettings::new(raw.correlation) {
-        Ok(settings) => Some(settings.with_leg_sources(legs.is_some() || sip_tap.is_some())),
+        Ok(settings) => Some(settings.with_leg_sources(leg_sources)),
         Err(e) => {
             check.at(&KeyPath::keys(&["correlation", e.key()]), e.to_string());
             None
         }
     };
-    let outbox = OutboxSettings {
-        data_dir: resolve(base, &raw.outbox.data_dir),
-        max_bytes: raw.outbox.max_bytes,
-        when_full: raw.outbox.when_full,
+    let outbox = match raw.outbox.load(|p| resolve(base, p)) {
+        Ok(settings) => {
+            match settings.check_dir() {
+                outbox::DataDirCheck::Ready => {}
+                outbox::DataDirCheck::WillBeCreated(why) => check.warn(&KeyPath::keys(&["outbox", "data_dir"]), why),
+                outbox::DataDirCheck::Unusable(why) => check.at(&KeyPath::keys(&["outbox", "data_dir"]), why),
+            }
+            Some(settings)
+        }
+        Err(errors) => {
+            for e in errors.0 {
+                check.at(&KeyPath::keys(&["outbox"]).dotted(&e.key), e.message);
+            }
+            None
+        }
     };
-    if outbox.max_bytes < file::MIN_OUTBOX_BYTES {
-        check.at(
-            &KeyPath::keys(&["outbox", "max_bytes"]),
-            format!("must be at least {} bytes (1 MiB)", file::MIN_OUTBOX_BYTES),
-        );
-    }
     let admin = AdminSettings { listen: raw.admin.enabled.then_some(raw.admin.listen) };
     if let Some(filter) = &raw.log.level
         && let Err(e) = filter.parse::<tracing_subscriber::EnvFilter>()
@@ -334,7 +314,7 @@ fn validate(
         correlation: correlation?,
         legs,
         sip_tap,
-        outbox,
+        outbox: outbox?,
         admin,
         log: raw.log,
         warnings: Vec::new(),
@@ -451,50 +431,47 @@ fn load_platform(
     match platform.load() {
         Ok(settings) => Some(settings),
         Err(e) => {
-            let key = match e.key() {
-                Some(k) => KeyPath::keys(&["platform", k]),
-                None => KeyPath::keys(&["platform"]),
-            };
-            check.at(&key, e.to_string());
+            check.at(&section_key("platform", e.key()), e.to_string());
             None
         }
     }
 }
 
 /// `[legs]`: paths resolved, then the endpoint's own `load` reads and checks the secret,
-/// certificate and key files now, so that `check-config` finds a bad one.
-fn check_legs(check: &mut Checker<'_>, mut legs: leg_announce::LegsConfig, base: &Path) -> leg_announce::LegsConfig {
+/// certificate and key files, once: the settings are what `run` binds.
+fn load_legs(
+    check: &mut Checker<'_>,
+    mut legs: leg_announce::LegsConfig,
+    base: &Path,
+) -> Option<leg_announce::LegsSettings> {
     for p in &mut legs.signing_secret_files {
         *p = resolve(base, p);
     }
     for p in [&mut legs.tls_cert_file, &mut legs.tls_key_file].into_iter().flatten() {
         *p = resolve(base, p);
     }
-    if let Err(e) = legs.load() {
-        check.keyed("legs", e.key(), &e);
-    }
-    legs
+    legs.load().map_err(|e| check.at(&section_key("legs", e.key()), e.to_string())).ok()
 }
 
-/// `[outbox] data_dir` of a configuration file, without validating the rest (and so without
-/// reading secrets): what `pbx-listener outbox …` needs.
+/// `section.key`, or the section when an error names no key.
+fn section_key(section: &str, key: Option<&str>) -> KeyPath {
+    match key {
+        Some(k) => KeyPath::keys(&[section, k]),
+        None => KeyPath::keys(&[section]),
+    }
+}
+
+/// `[outbox] data_dir` of a configuration file: the file as written (stage one), without
+/// validating it or reading a secret; what `pbx-listener outbox …` needs.
 pub fn outbox_dir(path: &Path) -> anyhow::Result<PathBuf> {
-    #[derive(serde::Deserialize)]
-    struct OnlyOutbox {
-        #[serde(default)]
-        outbox: Option<OutboxDir>,
-    }
-    #[derive(serde::Deserialize)]
-    struct OutboxDir {
-        data_dir: Option<PathBuf>,
-    }
     use anyhow::Context;
     let text = std::fs::read_to_string(path).with_context(|| {
         format!("reading {} (pass --data-dir to name the outbox directory instead)", path.display())
     })?;
-    let only: OnlyOutbox = toml::from_str(&text).with_context(|| format!("reading [outbox] of {}", path.display()))?;
-    let dir = only.outbox.and_then(|o| o.data_dir).unwrap_or_else(|| file::OutboxSection::default().data_dir);
-    Ok(resolve(path.parent().unwrap_or(Path::new(".")), &dir))
+    let raw: file::FileConfig = toml::from_str(&text).with_context(|| {
+        format!("reading {} (pass --data-dir to name the outbox directory instead)", path.display())
+    })?;
+    Ok(resolve(path.parent().unwrap_or(Path::new(".")), &raw.outbox.data_dir))
 }
 
 /// A path from the file, relative to the file's directory unless absolute.
@@ -528,20 +505,21 @@ impl Config {
         line(format!(
             "outbox       {} (cap {} bytes, when full: {})",
             self.outbox.data_dir.display(),
-            self.outbox.max_bytes,
-            self.outbox.when_full.as_str()
+            self.outbox.config.max_bytes,
+            self.outbox.config.when_full.as_str()
         ));
-        match &self.legs {
-            Some(legs) => line(format!(
-                "legs         announcements on {}://{} ({} secret{})",
-                if legs.tls_cert_file.is_some() { "https" } else { "http" },
+        match self.legs.as_ref().map(|l| (l.is_tls(), l.config())) {
+            Some((tls, legs)) => line(format!(
+                "legs         announcements on {}://{}{} ({} secret{})",
+                if tls { "https" } else { "http" },
                 legs.listen,
+                leg_announce::LEGS_PATH,
                 legs.signing_secret_files.len(),
                 if legs.signing_secret_files.len() == 1 { "" } else { "s" }
             )),
             None => line("legs         no announcement endpoint ([legs] not set)".into()),
         }
-        if let Some(tap) = &self.sip_tap {
+        if let Some(tap) = self.sip_tap.as_ref().map(sip_tap::SipTapSettings::config) {
             let mut parts = Vec::new();
             if let Some(a) = tap.hep_udp_listen {
                 parts.push(format!("HEP/UDP {a}"));

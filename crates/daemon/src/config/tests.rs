@@ -33,7 +33,7 @@ fn the_example_config_is_valid() {
     assert_eq!(config.numbers.region(), "GB");
     assert_eq!(config.pbx.len(), 1);
     assert_eq!(&*config.pbx[0].id.name, "hq");
-    assert_eq!(config.outbox.when_full, WhenFull::DropOldest);
+    assert_eq!(config.outbox.config.when_full, outbox::WhenFull::DropOldest);
     assert_eq!(config.admin.listen, Some("127.0.0.1:9187".parse().unwrap()));
 }
 
@@ -45,7 +45,7 @@ fn defaults_for_optional_sections() {
     )
     .unwrap();
     assert_eq!(config.outbox.data_dir, Path::new("/var/lib/pbx-listener"));
-    assert_eq!(config.outbox.max_bytes, 1 << 30);
+    assert_eq!(config.outbox.config.max_bytes, 1 << 30);
     assert_eq!(config.numbers.region(), "US");
     assert!(config.pbx.is_empty());
     assert!(config.meta.is_empty());
@@ -85,9 +85,9 @@ fn bad_values_are_errors_with_lines() {
 
 #[test]
 fn pbx_blocks_are_checked() {
-    let errs = errors(&EXAMPLE.replace("type = \"avaya-r11\"", "type = \"avaya-r12\""));
+    let errs = errors(&EXAMPLE.replace("type = \"avaya-r11\"", "type = \"nortel-meridian\""));
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].contains("pbx[0].type") && errs[0].contains("unknown PBX type \"avaya-r12\""), "{errs:?}");
+    assert!(errs[0].contains("pbx[0].type") && errs[0].contains("unknown PBX type \"nortel-meridian\""), "{errs:?}");
     let two = format!("{EXAMPLE}\n[[pbx]]\nname = \"hq\"\ntype = \"avaya-r11\"\n");
     let errs = errors(&two);
     assert!(errs.iter().any(|e| e.contains("pbx[1].name") && e.contains("already named \"hq\"")), "{errs:?}");
@@ -203,7 +203,32 @@ fn legs_errors_come_from_the_endpoints_own_checks() {
         "{EXAMPLE}\n[legs]\nlisten = \"127.0.0.1:9443\"\nsigning_secret_files = [\"secrets/platform-signing-secret\"]\ntls_key_file = \"secrets/avaya-password\"\n"
     );
     let errs = errors(&half);
-    assert!(errs[0].contains(" legs ") && errs[0].contains("set both or neither"), "{errs:?}");
+    assert!(errs[0].contains(" legs.tls_cert_file is missing") && errs[0].contains("set both or neither"), "{errs:?}");
+}
+
+/// Issue 9 items 8 and 9: the endpoints' connection limits are range-checked by their own
+/// config types, and `check-config` reports the line, the key, the range and the unit.
+#[test]
+fn connection_limits_out_of_range_name_line_key_and_range() {
+    let text = format!(
+        "{EXAMPLE}\n[legs]\nlisten = \"127.0.0.1:9443\"\nsigning_secret_files = [\"secrets/platform-signing-secret\"]\n\
+         header_timeout_ms = 5\n\n[sip_tap]\nhep_tcp_listen = \"127.0.0.1:9060\"\nmax_tcp_connections_per_source = 100\n"
+    );
+    let at = |key: &str| text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+    let errs = errors(&text);
+    assert_eq!(
+        errs,
+        [
+            format!(
+                "{}:1 legs.header_timeout_ms must be between 100 and 120000 milliseconds, not 5",
+                at("header_timeout_ms")
+            ),
+            format!(
+                "{}:1 sip_tap.max_tcp_connections_per_source must be between 1 and 64 connections (at most max_tcp_connections), not 100",
+                at("max_tcp_connections_per_source")
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -287,7 +312,7 @@ fn the_example_config_documents_every_key() {
     section("correlation", serde_fields::<correlation::CorrelationConfig>());
     section("legs", serde_fields::<leg_announce::LegsConfig>());
     section("sip_tap", serde_fields::<sip_tap::SipTapConfig>());
-    section("outbox", serde_fields::<file::OutboxSection>());
+    section("outbox", serde_fields::<outbox::OutboxSection>());
     section("admin", serde_fields::<file::AdminSection>());
     section("log", serde_fields::<file::LogSection>());
     for kind in crate::pbx_types::PBX_TYPES {

@@ -63,6 +63,7 @@ fn sig(at: u64, text: &str) -> CorrelatedSignal {
                 dialled_number: Some("441234567890".into()),
                 sip_call_id: None,
                 caller_name: Some("Acme".into()),
+                queue: None,
             },
         })
     };
