@@ -481,7 +481,8 @@ impl DnType {
     pub fn parse(s: &str) -> DnType {
         let s = s.trim();
         let is = |w: &str| s.eq_ignore_ascii_case(w);
-        let starts = |w: &str| s.len() >= w.len() && s[..w.len()].eq_ignore_ascii_case(w);
+        // `get`, not indexing: the value may hold non-ASCII text (U+FFFD from a bad byte).
+        let starts = |w: &str| s.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w));
         if is("Extension") {
             DnType::Extension
         } else if is("Line") || is("external_line") || is("provider") || is("ExternalLine") {

@@ -150,6 +150,10 @@ fn both_vocabularies_case_insensitively() {
         ("ParkPlace", DnType::Parking),
         ("ConfPlace", DnType::Conference),
         ("fax", DnType::Other),
+        // Found by the fuzzer: a prefix test must not slice inside a character.
+        ("+4670\u{fffd}\u{fffd}10016", DnType::Other),
+        ("ri\u{fffd}", DnType::Other),
+        ("pa\u{e9}", DnType::Other),
     ] {
         assert_eq!(DnType::parse(text), t, "{text}");
     }
