@@ -166,3 +166,89 @@ fn check_config_reports_a_missing_secret_file() {
     }
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Issue 9, items 1, 6 and 7: `check-config` refuses every out-of-range value with exit 78,
+/// naming the full key path, the line it is on and the allowed range with its unit; an unknown
+/// key names its table; an outbox directory that cannot be made is an error, one systemd or the
+/// daemon will create is a warning.
+#[test]
+fn check_config_names_key_line_and_range_of_every_bad_value() {
+    let example = std::fs::read_to_string(root().join("deploy/pbx-listener.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    for name in ["avaya-password", "platform-signing-secret"] {
+        std::fs::copy(root().join("deploy/secrets").join(name), dir.path().join("secrets").join(name)).unwrap();
+    }
+    let writable_dir = dir.path().join("state");
+    let base = example.replace(
+        "data_dir = \"/var/lib/pbx-listener\"",
+        &format!("data_dir = {:?}", writable_dir.display().to_string()),
+    );
+    // (edit: the line to replace and its replacement, the key path, the range text).
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "auth_failure_backoff_secs = 300",
+            "auth_failure_backoff_secs = 0",
+            "pbx[0].auth_failure_backoff_secs",
+            "between 60 and 86400 seconds",
+        ),
+        ("keepalive_secs = 30", "keepalive_secs = 0", "pbx[0].keepalive_secs", "between 1 and 600 seconds"),
+        (
+            "#reconnect_max_secs = 60",
+            "reconnect_max_secs = 0",
+            "pbx[0].reconnect_max_secs",
+            "between 1 and 3600 seconds",
+        ),
+        ("#reconnect_min_ms = 1000", "reconnect_min_ms = 5", "pbx[0].reconnect_min_ms", "between 100 and 60000 ms"),
+        ("timeout_secs = 15", "timeout_secs = 0", "platform.timeout_secs", "between 1 and 600 seconds"),
+        ("max_concurrency = 64", "max_concurrency = 100000", "platform.max_concurrency", "between 1 and 1024 requests"),
+        (
+            "number_window_ms = 2000",
+            "number_window_ms = 100000",
+            "correlation.number_window_ms",
+            "between 0 and 60000 ms",
+        ),
+        ("#max_legs = 100000", "max_legs = 0", "correlation.max_legs", "between 1 and 10000000 legs"),
+        (
+            "max_extension_digits = 6",
+            "max_extension_digits = 40",
+            "numbers.max_extension_digits",
+            "between 1 and 15 digits",
+        ),
+        ("max_bytes = 1073741824", "max_bytes = 1000", "outbox.max_bytes", "at least 1048576 bytes"),
+        ("listen = \"127.0.0.1:9187\"", "listenn = \"127.0.0.1:9187\"", "admin.listenn", "unknown field `listenn`"),
+    ];
+    for (from, to, key, range) in cases {
+        assert!(base.contains(from), "the example has no {from:?}");
+        let text = base.replacen(from, to, 1);
+        let line = text.lines().position(|l| l == *to).unwrap() + 1;
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, &text).unwrap();
+        let out = run_bounded(cmd().arg("check-config").arg(&path), LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{to}: {stderr}");
+        let error = stderr
+            .lines()
+            .find(|l| l.contains(&format!("`{key}`")))
+            .unwrap_or_else(|| panic!("{to}: no {key}:\n{stderr}"));
+        assert!(error.contains(&format!("bad.toml:{line}:")), "{to}: not at line {line}: {error}");
+        assert!(error.contains(range), "{to}: no range {range:?}: {error}");
+    }
+    // The outbox directory: a path through a file cannot be created (an error); a missing
+    // directory the daemon can create is a warning, and the file is valid.
+    std::fs::write(dir.path().join("a-file"), "").unwrap();
+    let through_file = example.replace(
+        "data_dir = \"/var/lib/pbx-listener\"",
+        &format!("data_dir = {:?}", dir.path().join("a-file/state").display().to_string()),
+    );
+    std::fs::write(dir.path().join("bad.toml"), &through_file).unwrap();
+    let out = run_bounded(cmd().arg("check-config").arg(dir.path().join("bad.toml")), LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("`outbox.data_dir`: ") && stderr.contains("is not a directory"), "{stderr}");
+    std::fs::write(dir.path().join("good.toml"), &base).unwrap();
+    let out = run_bounded(cmd().arg("check-config").arg(dir.path().join("good.toml")), LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("warning: ") && stderr.contains("the daemon creates it at start"), "{stderr}");
+}

@@ -154,7 +154,21 @@ pub enum CorrelationConfigError {
         /// Which groups it needs.
         needs: &'static str,
     },
-    /// Two settings contradict each other, or one is out of range.
+    /// A number is outside its range.
+    #[error("must be between {min} and {max} {unit}, not {value}")]
+    OutOfRange {
+        /// The key.
+        key: &'static str,
+        /// What it says.
+        value: u64,
+        /// The least allowed.
+        min: u64,
+        /// The most allowed.
+        max: u64,
+        /// What it counts.
+        unit: &'static str,
+    },
+    /// Two settings contradict each other.
     #[error("{reason}")]
     Invalid {
         /// The key.
@@ -170,6 +184,7 @@ impl CorrelationConfigError {
         match self {
             CorrelationConfigError::InvalidPattern { key, .. }
             | CorrelationConfigError::MissingGroup { key, .. }
+            | CorrelationConfigError::OutOfRange { key, .. }
             | CorrelationConfigError::Invalid { key, .. } => key,
         }
     }
@@ -233,20 +248,27 @@ impl CorrelationSettings {
                 reason: "token_pattern is set but token_fields names no field",
             });
         }
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        for (key, value, min, max, unit) in [
+            ("wait_for_leg_ms", config.wait_for_leg_ms, 0, 120_000, "ms"),
+            ("number_window_ms", config.number_window_ms, 0, 60_000, "ms"),
+            ("leg_ttl_secs", config.leg_ttl_secs, 1, 7 * 86_400, "seconds"),
+            ("ended_leg_keep_secs", config.ended_leg_keep_secs, 0, 7 * 86_400, "seconds"),
+            ("call_ttl_secs", config.call_ttl_secs, 1, 7 * 86_400, "seconds"),
+            ("ended_call_keep_secs", config.ended_call_keep_secs, 0, 86_400, "seconds"),
+            ("max_legs", n(config.max_legs), 1, 10_000_000, "legs"),
+            ("max_pending_calls", n(config.max_pending_calls), 1, 1_000_000, "calls"),
+            ("max_held_signals_per_call", n(config.max_held_signals_per_call), 1, 100_000, "signals"),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(CorrelationConfigError::OutOfRange { key, value, min, max, unit });
+            }
+        }
         if config.number_window_ms.saturating_mul(2) > config.wait_for_leg_ms {
             return Err(CorrelationConfigError::Invalid {
                 key: "wait_for_leg_ms",
                 reason: "must be at least 2 × number_window_ms, or number matching cannot see its competitors",
             });
-        }
-        for (key, value) in [
-            ("max_legs", config.max_legs),
-            ("max_pending_calls", config.max_pending_calls),
-            ("max_held_signals_per_call", config.max_held_signals_per_call),
-        ] {
-            if value == 0 {
-                return Err(CorrelationConfigError::Invalid { key, reason: "must be at least 1" });
-            }
         }
         Ok(CorrelationSettings { config, call_id_pattern, token_pattern, leg_sources: true })
     }

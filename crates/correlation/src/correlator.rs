@@ -177,6 +177,15 @@ enum Outcome {
     },
 }
 
+/// The registry's lifetimes, from the configuration.
+fn leg_ttl(cfg: &CorrelationConfig) -> Ttl {
+    Ttl {
+        ttl_ms: cfg.leg_ttl_secs.saturating_mul(1000),
+        ended_keep_ms: cfg.ended_leg_keep_secs.saturating_mul(1000),
+        max_ended_keys: cfg.max_legs,
+    }
+}
+
 impl Correlator {
     /// A correlator with this configuration; an invalid configuration is an error naming the
     /// key.
@@ -186,13 +195,7 @@ impl Correlator {
 
     /// A correlator with settings validated earlier (the daemon's configuration holds them).
     pub fn with_settings(settings: CorrelationSettings) -> Correlator {
-        let cfg = &settings.config;
-        let ttl = Ttl {
-            ttl_ms: cfg.leg_ttl_secs.saturating_mul(1000),
-            ended_keep_ms: cfg.ended_leg_keep_secs.saturating_mul(1000),
-            max_ended_keys: cfg.max_legs,
-        };
-        let registry = BLegRegistry::new(cfg.token_meta_key.clone(), ttl);
+        let registry = BLegRegistry::new(settings.config.token_meta_key.clone(), leg_ttl(&settings.config));
         Correlator {
             settings,
             registry,
@@ -205,6 +208,14 @@ impl Correlator {
             output: VecDeque::new(),
             stats: CorrelationStats::default(),
         }
+    }
+
+    /// New settings (a configuration reload). What it knows stays: the legs, the bindings and
+    /// the calls waiting for a leg (each keeps the deadline it had). Matching, waiting and
+    /// limits follow the new settings from now on.
+    pub fn reconfigure(&mut self, settings: CorrelationSettings) {
+        self.registry.reconfigure(settings.config.token_meta_key.clone(), leg_ttl(&settings.config));
+        self.settings = settings;
     }
 
     /// Whether signals of `pbx` are held, waiting for their leg. What an adapter checkpoints

@@ -10,6 +10,7 @@
 //! `/run/credentials/<unit>/`), and are never printed: [`Config::summary`] shows paths only.
 
 pub mod file;
+mod fingerprint;
 mod span;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +27,7 @@ use uuid::Uuid;
 pub use file::LogFormat;
 
 use crate::pbx_types::{self, BlockError, LoadedPbx};
+pub use fingerprint::{Fingerprint, Fingerprints};
 pub use span::{KeyPath, SpanIndex, line_col};
 
 /// Where the daemon looks for its configuration by default.
@@ -106,6 +108,8 @@ pub struct Config {
     /// What works but is probably not what the admin meant (`check-config` prints these; `run`
     /// logs them).
     pub warnings: Vec<ConfigError>,
+    /// What each section and `[[pbx]]` block says, for a reload to tell what changed.
+    pub fingerprints: Fingerprints,
 }
 
 /// `[account]`, validated.
@@ -258,6 +262,15 @@ fn validate(
             check.at(&KeyPath::keys(&["meta"]), "tag names must not be empty");
         }
     }
+    if !(1..=15).contains(&raw.numbers.max_extension_digits) {
+        check.at(
+            &KeyPath::keys(&["numbers", "max_extension_digits"]),
+            format!(
+                "must be between 1 and 15 digits (E.164 numbers have at most 15), not {}",
+                raw.numbers.max_extension_digits
+            ),
+        );
+    }
     let numbers = match NumberPlan::new(&raw.numbers.default_region, raw.numbers.max_extension_digits) {
         Ok(plan) => Some(plan),
         Err(e) => {
@@ -318,7 +331,28 @@ fn validate(
         admin,
         log: raw.log,
         warnings: Vec::new(),
+        fingerprints: fingerprints(index, base),
     })
+}
+
+/// Every section's and `[[pbx]]` block's fingerprint.
+fn fingerprints(index: &SpanIndex<'_>, base: &Path) -> Fingerprints {
+    let mut prints = Fingerprints::default();
+    for (key, value) in index.doc().get_ref() {
+        let key = key.get_ref().to_string();
+        if key != "pbx" {
+            prints.sections.insert(key, Fingerprint::of(value, base));
+            continue;
+        }
+        for block in value.get_ref().as_array().into_iter().flatten() {
+            if let Some(DeValue::String(name)) =
+                block.get_ref().as_table().and_then(|t| t.get("name")).map(|v| v.get_ref())
+            {
+                prints.pbx.insert(name.to_string(), Fingerprint::of(block, base));
+            }
+        }
+    }
+    prints
 }
 
 /// Only the `[[pbx]]` blocks of `text` (the demo's simulated PBXs): loaded exactly as in a
