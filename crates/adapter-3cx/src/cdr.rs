@@ -691,8 +691,12 @@ impl<'a> CdrRecord<'a> {
     /// to be Call Control's `callid` (inferred; the live call is also matched by extension and
     /// time when it is not).
     pub fn call_counter(&self) -> Option<i64> {
-        let (_, n) = self.call_id?.rsplit_once('_')?;
-        n.parse().ok()
+        let id = self.call_id?;
+        match id.rsplit_once('_') {
+            Some((_, n)) => n.parse().ok(),
+            // A V20 Update 6+ feed may carry a `call_history_id` UUID instead.
+            None => call_history_counter(id),
+        }
     }
 
     /// The chain's entries (`Chain: Ext.10016;+46703014082;` → `["Ext.10016", "+46703014082"]`).
@@ -716,6 +720,17 @@ impl<'a> CdrRecord<'a> {
             (None, None, t) => format!("t{t:?}/{}/{}", self.from_no.unwrap_or(""), self.to_no.unwrap_or("")),
         }
     }
+}
+
+/// The call manager's counter in a V20 `call_history_id` / `cdr_id` UUID: its first 4 bytes
+/// are zero, the next 8 a FILETIME, the last 4 the counter (`00000000-01dc-27dd-cc8a-
+/// 799100000029` → 41). `None` for anything else.
+pub fn call_history_counter(id: &str) -> Option<i64> {
+    let hex: String = id.trim().chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) || !hex.starts_with("00000000") {
+        return None;
+    }
+    i64::from_str_radix(&hex[24..], 16).ok()
 }
 
 /// An extension number without 3CX's `Ext.` prefix (`Ext.10016` → `10016`); other numbers as

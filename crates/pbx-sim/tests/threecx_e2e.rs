@@ -419,34 +419,12 @@ async fn a_licence_without_call_control_is_its_own_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_consumer_of_the_client_id_is_named_and_not_fought() {
-    let mut rig = rig(SimConfig::fast(CLIENT, SECRET), SECRET, |c, _| c.token_conflict_backoff_secs = 60).await;
+    // The thief's last round waits for a fetch the client no longer makes: a short limit.
+    let config = SimConfig { await_limit: Duration::from_secs(2), ..SimConfig::fast(CLIENT, SECRET) };
+    let mut rig = rig(config, SECRET, |c, _| c.token_conflict_backoff_secs = 60).await;
     rig.ready().await;
-    // Another program takes a token every 20 ms while calls come in.
-    let sim_calls = async {
-        for n in 0..3 {
-            rig.sim.steal_token();
-            rig.sim
-                .step(pbx_sim::threecx::Step::Upsert {
-                    participant: pbx_sim::threecx::inbound(
-                        9_000 + n,
-                        "101",
-                        adapter_3cx::participant::Status::Ringing,
-                        5_000 + n,
-                        &CallSpec::numbered(20),
-                    ),
-                    await_fetch: false,
-                })
-                .await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let stealing = async {
-        for _ in 0..100 {
-            rig.sim.steal_token();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::join!(sim_calls, stealing);
+    // Another program takes a token again and again while a call goes on.
+    rig.sim.play(&Scenario::TokenThief(CallSpec::numbered(20))).await;
     let state = rig.wait_for_link(|s| matches!(s, LinkState::AuthFailed { .. })).await;
     let LinkState::AuthFailed { reason } = state else { unreachable!() };
     assert!(reason.contains("another program is using API client id \"pbxlistener\""), "{reason}");

@@ -287,3 +287,53 @@ proptest! {
         let _ = parse_duration(&line);
     }
 }
+
+/// The vendor samples of V20-era add-ons: their V20 vocabulary (`termination_reason_details`)
+/// reads as ours does, and their `chid` (a V20 `call_history_id`) holds the call manager's
+/// counter that their own ids (`YYMMDDhhmmss_<n>-<leg>`) show.
+#[test]
+fn the_competitors_samples_agree_with_our_reading() {
+    let mut checked = 0;
+    for line in testdata::CREOMATE_BUNDLE.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(t) = v["termination_reason_details"].as_str() {
+            let want = if t == "declined" { Termination::Rejected } else { Termination::Other };
+            assert_eq!(Termination::parse(t), want, "{t}");
+        }
+        if let (Some(chid), Some(id)) = (v["chid"].as_str(), v["id"].as_str()) {
+            let n: i64 = id.split('_').nth(1).unwrap().split('-').next().unwrap().parse().unwrap();
+            assert_eq!(call_history_counter(chid), Some(n), "{chid} {id}");
+            let r = CdrRecord { call_id: Some(chid), ..CdrRecord::default() };
+            assert_eq!(r.call_counter(), Some(n));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5);
+    // Their ringing/answer/end events of one call share its counter; a new call has a new one.
+    let ids = |text: &str, key: &str| -> Vec<i64> {
+        text.lines()
+            .filter_map(|l| {
+                let id =
+                    l.split(['&', ',']).find_map(|kv| kv.trim().trim_start_matches(['{', ' ']).strip_prefix(key))?;
+                let id = id.trim_matches(['"', ' ', ':', '=']);
+                id.split('_').nth(1)?.split('-').next()?.parse().ok()
+            })
+            .collect()
+    };
+    assert_eq!(ids(testdata::CREOMATE_GET, "id"), [2, 4, 4, 4, 4]);
+    assert_eq!(ids(testdata::K2M, "\"Id\""), [10, 10, 10, 35, 35, 40]);
+    assert_eq!(call_history_counter("not-a-uuid"), None);
+    assert_eq!(call_history_counter("12345678-01dc-27dd-cc8a-799100000029"), None);
+}
+
+/// The V16/V18 management console's active calls are not Call Control's snapshot: the reader
+/// takes nothing from them (that interface is for the `3cx-v18` type, not built).
+#[test]
+fn the_console_api_sample_is_not_a_call_control_snapshot() {
+    let (dns, skipped) = crate::participant::parse_snapshot(testdata::V16_ACTIVE_CALLS.as_bytes()).unwrap();
+    assert!(dns.is_empty());
+    assert_eq!(skipped, 1);
+    assert!(
+        crate::participant::Participant::from_json(testdata::V16_ACTIVE_CALLS.as_bytes()).unwrap().status.is_none()
+    );
+}

@@ -74,7 +74,8 @@ pub struct Args {
     #[arg(long, default_value = "secret")]
     pub client_secret: String,
     /// Scenario to play in a loop: one of `queue`, `transfer`, `abandon`, `outbound`,
-    /// `token-expiry`, `ws-drop`, `get-remove-race`, or `mix` (all of them in turn).
+    /// `token-expiry`, `ws-drop`, `get-remove-race`, `token-thief`, or `mix` (all but the
+    /// thief in turn).
     #[arg(long, default_value = "mix")]
     pub scenario: String,
     /// Milliseconds of each pause between the steps of a call (0: as fast as the client
@@ -100,8 +101,8 @@ pub struct Args {
 
 /// Runs `pbx-sim 3cx` until interrupted.
 pub async fn run_cli(args: Args) -> anyhow::Result<()> {
-    if args.scenario != "mix" && !Scenario::NAMES.contains(&args.scenario.as_str()) {
-        anyhow::bail!("unknown scenario {:?}; expected mix or one of {}", args.scenario, Scenario::NAMES.join(", "));
+    if args.scenario != "mix" && !Scenario::ALL.contains(&args.scenario.as_str()) {
+        anyhow::bail!("unknown scenario {:?}; expected mix or one of {}", args.scenario, Scenario::ALL.join(", "));
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
@@ -423,6 +424,7 @@ impl ThreeCxSim {
                 let _ = tokio::time::timeout(self.shared.config.await_limit, self.wait_for_snapshots(target)).await;
             }
             Step::ExpireTokens => self.expire_tokens(),
+            Step::StealToken => self.steal_token(),
             Step::Cdr(line) => self.send_cdr(&line),
             Step::Pause => {
                 if self.shared.config.step.is_zero() {

@@ -64,12 +64,20 @@ pub enum Scenario {
     /// 101 rings; 102 gets a participant that is gone before the client's GET (404); 101
     /// answers and hangs up: no event for 102.
     GetRemoveRace(CallSpec),
+    /// Another program with the same client id takes a token again and again while 101's call
+    /// goes on: the client must name the conflict and back off (not part of `mix`: it leaves
+    /// the client waiting).
+    TokenThief(CallSpec),
 }
 
 impl Scenario {
-    /// The names `pbx-sim 3cx --scenario` accepts (and `mix`).
+    /// The scenarios `mix` plays in turn.
     pub const NAMES: [&'static str; 7] =
         ["queue", "transfer", "abandon", "outbound", "token-expiry", "ws-drop", "get-remove-race"];
+
+    /// Every name `pbx-sim 3cx --scenario` accepts (and `mix`).
+    pub const ALL: [&'static str; 8] =
+        ["queue", "transfer", "abandon", "outbound", "token-expiry", "ws-drop", "get-remove-race", "token-thief"];
 
     /// The scenario called `name`, with calls numbered from `n`.
     pub fn named(name: &str, n: u64) -> Option<Scenario> {
@@ -86,6 +94,7 @@ impl Scenario {
                 starts_while_down: CallSpec::numbered(n + 2),
             },
             "get-remove-race" => Scenario::GetRemoveRace(spec),
+            "token-thief" => Scenario::TokenThief(spec),
             _ => return None,
         })
     }
@@ -97,7 +106,8 @@ impl Scenario {
             | Scenario::Transfer(s)
             | Scenario::CallerAbandon(s)
             | Scenario::TokenExpiry(s)
-            | Scenario::GetRemoveRace(s) => vec![s],
+            | Scenario::GetRemoveRace(s)
+            | Scenario::TokenThief(s) => vec![s],
             Scenario::Outbound(_) => vec![],
             Scenario::WsDrop { ends_while_down, answered_while_down, starts_while_down } => {
                 vec![ends_while_down, answered_while_down, starts_while_down]
@@ -140,6 +150,8 @@ pub enum Step {
     AwaitReconnect,
     /// Every token expires now.
     ExpireTokens,
+    /// Another program with the same client id takes a token (ours is invalid from now on).
+    StealToken,
     /// Sends a CDR line.
     Cdr(String),
     /// A pause (the demo's pace; nothing in tests).
@@ -281,6 +293,18 @@ pub fn script(scenario: &Scenario, n: &mut Numbering) -> Vec<Step> {
                 Step::AwaitReconnect,
             ]);
             s.extend([Step::Pause, remove(&b), remove(&c)]);
+        }
+        Scenario::TokenThief(spec) => {
+            let call = n.call();
+            let a = inbound(n.participant(), "101", Ringing, call, spec);
+            // Before each change the thief takes a token: the client's GET is refused, it takes
+            // one back (knocking the thief out), and so on, until it sees the pattern. The
+            // last fetch is never served (the client stopped): the step waits its limit.
+            s.extend([upsert(&a), Step::Pause]);
+            for status in [Connected, Ringing, Connected] {
+                s.extend([Step::StealToken, upsert(&with_status(&a, status)), Step::Pause]);
+            }
+            s.push(remove(&a));
         }
         Scenario::GetRemoveRace(spec) => {
             let call = n.call();
