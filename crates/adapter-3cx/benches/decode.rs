@@ -127,6 +127,51 @@ fn cdr(c: &mut Criterion) {
             BatchSize::LargeInput,
         );
     });
+    // The common case: records of calls the live feed reported (merged, nothing to add).
+    g.bench_function("lines_merged", |b| {
+        b.iter_batched(
+            || {
+                let mut settings = CdrSettings::new(order.clone(), jiff::tz::TimeZone::UTC);
+                settings.backfill_max_age_ms = u64::MAX / 4;
+                let mut t = Tracker::new(
+                    PbxId::new("bench", PbxType::new("3cx")),
+                    TrackerSettings { cdr: Some(settings), ..TrackerSettings::default() },
+                );
+                // The live feed saw each call (first sight = the record's start).
+                let start = UnixMillis(1_718_603_989_000);
+                t.handle_connected(start);
+                t.handle_snapshot(start, Vec::new());
+                for i in 0..CALLS {
+                    let ext = (20_000 + i).to_string();
+                    let body = testdata::PARTICIPANT_RINGING
+                        .replace("\"150\"", &format!("\"{ext}\""))
+                        .replace("1264", &(40_000 + i).to_string())
+                        .replace("\"Ringing\"", "\"Connected\"");
+                    let p = Participant::from_json(body.as_bytes()).unwrap();
+                    let path = participant_path(&ext, "8106");
+                    t.handle_ws_event(start, parse_frame(&render_frame(0, EventType::Upsert, &path), 65_536).unwrap());
+                    t.handle_fetched(start, &ext, "8106", Fetched::Found(p));
+                    t.handle_ws_event(start, parse_frame(&render_frame(0, EventType::Remove, &path), 65_536).unwrap());
+                }
+                t.handle_timeout(start.plus_ms(10_000));
+                drain(&mut t);
+                t
+            },
+            |mut t| {
+                let now = UnixMillis(1_718_604_000_000);
+                let mut merged = 0;
+                for line in &lines {
+                    if let adapter_3cx::tracker::CdrOutcome::Merged { .. } = t.handle_cdr_line(now, line) {
+                        merged += 1;
+                    }
+                    drain(&mut t);
+                }
+                assert_eq!(merged, CALLS, "every record joins its live call");
+                merged
+            },
+            BatchSize::LargeInput,
+        );
+    });
     g.throughput(Throughput::Elements(1));
     g.bench_function("parse_line", |b| b.iter(|| parse_record(black_box(sample), &order).unwrap()));
     g.finish();
