@@ -12,22 +12,35 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// Issue 2: `demo --count 20` prints 20 valid Level 3 events and exits 0.
 #[test]
 fn demo_prints_valid_level3_events_and_exits_after_count() {
-    let events = demo_events(20);
+    let events = demo_events(20, &[]);
     assert_eq!(events.len(), 20);
     for event in &events {
         assert_eq!(event.level(), Level::Pbx);
-        assert_eq!(event.meta["source"], "devlink3");
+        // Each simulated PBX speaks its own feed: DevLink3 (R11), SMDR (R9).
+        let source = if event.meta["pbxType"] == "avaya-r9" { "smdr" } else { "devlink3" };
+        assert_eq!(event.meta["source"], source, "{event:?}");
     }
 }
 
 /// Issue 5: `demo --count 50` prints correlated events: the simulated platform announced every
-/// call's B leg, and each PBX call is bound: by its SIP Call-ID (SIPTrack) on the IP Office, by
-/// number and time on 3CX.
+/// call's B leg, and each PBX call is bound by its SIP Call-ID (SIPTrack; R11), or by caller
+/// and DID (R9: on the PBX's call start, SMDR has no Call-ID; 3CX: shows no Call-ID either).
 #[test]
 fn demo_events_are_correlated() {
-    let events = demo_events(50);
+    assert_correlated(&demo_events(50, &[]), 5);
+}
+
+/// Issue 10: `demo --pbx avaya-r9` works, correlated.
+#[test]
+fn demo_of_avaya_r9_is_correlated() {
+    let events = demo_events(12, &["--pbx", "avaya-r9"]);
+    assert!(events.iter().all(|e| e.meta["pbxType"] == "avaya-r9" && e.meta["source"] == "smdr"));
+    assert_correlated(&events, 2);
+}
+
+fn assert_correlated(events: &[generic_event::GenericEvent], min_calls: usize) {
     let mut calls = std::collections::BTreeMap::new();
-    for event in &events {
+    for event in events {
         if event.meta["direction"] == "internal" {
             // A consultation call between two extensions has no platform leg: it is decided
             // at once (issue 9, item 2), not held back waiting for one.
@@ -36,23 +49,24 @@ fn demo_events_are_correlated() {
             continue;
         }
         assert!(event.call_sid.is_some() && event.parent_call_sid.is_some(), "{event:?}");
-        // DevLink3 reports the trunk's SIP Call-ID; 3CX shows no Call-ID, its calls are bound
-        // by caller and DID within the time window.
-        let method = if event.meta["pbxType"] == "3cx" { "number-time" } else { "sip-call-id" };
+        // DevLink3 reports the trunk's SIP Call-ID; SMDR and 3CX show none: their calls are
+        // bound by caller and DID.
+        let method =
+            if matches!(event.meta["pbxType"].as_str(), "avaya-r9" | "3cx") { "number-time" } else { "sip-call-id" };
         assert_eq!(event.meta["correlation"], method, "{event:?}");
         assert_eq!(event.meta["campaign"], "demo", "the B leg's tags reach meta");
         // One PBX call, one leg: every event of a call carries the same sids.
         let sids = (event.call_sid, event.parent_call_sid);
         assert_eq!(*calls.entry(event.child_sid).or_insert(sids), sids);
     }
-    assert!(calls.len() >= 5, "50 events span several calls");
+    assert!(calls.len() >= min_calls, "the events span several calls");
 }
 
 /// Issue 11: `demo --pbx 3cx` shows the 3CX simulator alone, its inbound calls bound to the
 /// platform's legs by caller and DID.
 #[test]
 fn demo_of_3cx_alone_is_correlated() {
-    let events = demo_events_of(&["--pbx", "3cx"], 12);
+    let events = demo_events(12, &["--pbx", "3cx"]);
     for event in &events {
         assert_eq!(event.meta["pbxType"], "3cx", "{event:?}");
         assert_eq!(event.meta["source"], "callcontrol", "{event:?}");
@@ -61,15 +75,10 @@ fn demo_of_3cx_alone_is_correlated() {
     }
 }
 
-/// Runs `demo --count n` and returns its events, each validated against the contract.
-fn demo_events(n: usize) -> Vec<generic_event::GenericEvent> {
-    demo_events_of(&[], n)
-}
-
-/// Runs `demo <args> --count n` and returns its events, each validated against the contract.
-fn demo_events_of(args: &[&str], n: usize) -> Vec<generic_event::GenericEvent> {
-    let count = n.to_string();
-    let out = run_bounded(cmd().arg("demo").args(args).args(["--count", &count]), LIMIT);
+/// Runs `demo --count n` (and `args`) and returns its events, each validated against the
+/// contract.
+fn demo_events(n: usize, args: &[&str]) -> Vec<generic_event::GenericEvent> {
+    let out = run_bounded(cmd().args(["demo", "--count", &n.to_string()]).args(args), LIMIT);
     assert!(out.status.success(), "exit {}; stderr:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
     let events: Vec<_> =

@@ -122,8 +122,8 @@ pub struct CdrConfig {
     /// names are skipped by position. Comma delimiters must not be removed in 3CX.
     #[serde(default)]
     pub fields: Option<Vec<String>>,
-    /// The time zone of the PBX's CDR times: an IANA name (`"Europe/Berlin"`), `"UTC"`
-    /// (default) or `"local"` (this host's zone).
+    /// The time zone of the PBX's CDR times: an IANA name (`"Europe/Berlin"`) or `"UTC"`
+    /// (default).
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
     /// Longest CDR line, in bytes (256 to 1048576). Default: 8192.
@@ -592,16 +592,14 @@ impl CdrConfig {
     }
 }
 
-/// The zone by name: `UTC`, `local`, or an IANA name from the system's tz database.
+/// The zone by name: `UTC`, or an IANA name (the system's tz database, else jiff's bundled
+/// one; decision 0012).
 pub fn load_time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
     let name = name.trim();
     if name.eq_ignore_ascii_case("utc") {
         return Ok(jiff::tz::TimeZone::UTC);
     }
-    if name.eq_ignore_ascii_case("local") {
-        return jiff::tz::TimeZone::try_system().map_err(|e| format!("cannot read this host's time zone: {e}"));
-    }
-    jiff::tz::TimeZone::get(name).map_err(|e| format!("{name:?} is not a time zone known to this system: {e}"))
+    jiff::tz::TimeZone::get(name).map_err(|e| format!("{name:?} is not a known IANA time zone: {e}"))
 }
 
 fn check_dns(errors: &mut SettingErrors, key: &str, dns: &[String]) {

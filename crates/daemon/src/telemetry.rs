@@ -18,6 +18,11 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     // The daemon.
     ("pbx_listener_build_info", Gauge, "Always 1; the version label says which build runs."),
     ("pbx_listener_uptime_seconds", Gauge, "Seconds since the daemon started."),
+    (
+        "pbx_listener_config_reloads_total",
+        Counter,
+        "Configuration reloads (SIGHUP), by result: ok, invalid, needs-restart, partial.",
+    ),
     ("pbx_listener_pbx_link_up", Gauge, "1 while the link to the PBX (label pbx) is up and subscribed, else 0."),
     ("pbx_listener_pbx_reconnects_total", Counter, "Times the link to a PBX (label pbx) came back up after failing."),
     ("pbx_listener_signals_received_total", Counter, "PBX signals received from the adapters, by pbx."),
@@ -200,7 +205,7 @@ mod tests {
                             let rest = text[i + macro_name.len()..].trim_start();
                             if let Some(rest) = rest.strip_prefix('"') {
                                 let metric = rest.split('"').next().unwrap().to_owned();
-                                if metric.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                                if metric.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
                                     found.push((metric, kind, path.display().to_string()));
                                 }
                             }

@@ -57,7 +57,7 @@ pub use lifecycle::{CallLifecycle, EventContext, OutgoingEvent, RestoreError, ST
 pub use number::{NumberCache, NumberPlan, NumberPlanError, WITHHELD};
 pub use secret::Secret;
 pub use signal::{
-    CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal, ExtensionState, Facts,
-    PbxCallId, PbxId, PbxSignal, PbxType, SignalBody, UnixMillis,
+    AFTER_THE_FACT_SOURCES, CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal,
+    ExtensionState, Facts, PbxCallId, PbxId, PbxSignal, PbxType, SignalBody, UnixMillis,
 };
 pub use source_limit::{SourceGuard, SourceLimiter, source_of};

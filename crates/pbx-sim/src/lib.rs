@@ -6,6 +6,8 @@
 //! - [`platform`]: an HTTP receiver of Level 3 events that verifies Standard Webhooks
 //!   signatures, records what it receives, and answers as scripted;
 //! - [`avaya_r11`]: a DevLink3 server playing scripted IP Office call scenarios;
+//! - [`avaya_r9`]: an IP Office R9's SMDR (both directions, buffer and replay) and a DevLink
+//!   relay's Delta2 feed, playing scripted calls;
 //! - [`threecx`]: a 3CX V20 Call Control API (token, snapshot, participants, WebSocket) and
 //!   CDR socket playing scripted call scenarios;
 //! - [`announce`]: the platform's leg announcements (signed Level 2 B-leg events);
@@ -20,6 +22,7 @@
 
 pub mod announce;
 pub mod avaya_r11;
+pub mod avaya_r9;
 pub mod conformance;
 pub mod demo;
 pub mod platform;

@@ -123,7 +123,7 @@ fn cdr_table() {
         ("[cdr]\nlisten = \"0.0.0.0:1\"\nfields = [\"from-no\"]\n", "cdr.fields: must include time-start"),
         (
             "[cdr]\nlisten = \"0.0.0.0:1\"\ntime_zone = \"Mars/Olympus\"\n",
-            "cdr.time_zone: \"Mars/Olympus\" is not a time zone",
+            "cdr.time_zone: \"Mars/Olympus\" is not a known IANA time zone",
         ),
         (
             "[cdr]\nlisten = \"0.0.0.0:1\"\nmax_line_bytes = 1\n",
