@@ -12,36 +12,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use pbx_sim::avaya_r11::{AvayaSim, Scenario, SimConfig};
-use pbx_sim::platform::{Platform, PlatformConfig};
-use support::{Rig, SIM_PASSWORD, SIM_USER, cmd, eventually, free_port, platform_secret, run_bounded, terminate};
+use pbx_sim::avaya_r11::Scenario;
+use pbx_sim::platform::Platform;
+use support::{
+    NO_CORRELATION_WAIT, Rig, SCENARIOS, Sims, cmd, eventually, free_port, run_bounded, start_sims, terminate,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
-const LOOPBACK: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
-/// No leg is announced here; nobody should wait for one.
-const NO_CORRELATION_WAIT: &str = "[correlation]\nwait_for_leg_ms = 0\nnumber_window_ms = 0\n";
-const SCENARIOS: [&str; 6] = ["hunt-group", "hold", "park", "blind-transfer", "attended-transfer", "abandon"];
-
-struct Sims {
-    rt: tokio::runtime::Runtime,
-    pbx: Arc<AvayaSim>,
-    platform: Platform,
-}
-
-fn start_sims(script: &str) -> Sims {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let pbx = rt.block_on(AvayaSim::start(SocketAddr::from(LOOPBACK), SimConfig::fast(SIM_USER, SIM_PASSWORD)));
-    let config = PlatformConfig {
-        secrets: vec![platform_secret()],
-        script: script.parse().expect("script"),
-        ..Default::default()
-    };
-    let platform = rt.block_on(Platform::start(SocketAddr::from(LOOPBACK), config)).expect("platform");
-    Sims { rt, pbx: Arc::new(pbx.expect("DevLink3 simulator")), platform }
-}
 
 /// Plays the named scenarios once each, numbering calls from `first`.
 fn play(sims: &Sims, names: &'static [&'static str], first: u64) -> tokio::task::JoinHandle<()> {
