@@ -8,6 +8,8 @@
 //! - [`avaya_r11`]: a DevLink3 server playing scripted IP Office call scenarios;
 //! - [`avaya_r9`]: an IP Office R9's SMDR (both directions, buffer and replay) and a DevLink
 //!   relay's Delta2 feed, playing scripted calls;
+//! - [`threecx`]: a 3CX V20 Call Control API (token, snapshot, participants, WebSocket) and
+//!   CDR socket playing scripted call scenarios;
 //! - [`announce`]: the platform's leg announcements (signed Level 2 B-leg events);
 //! - [`sip_peers`]: real SIP peers for tests (SIPp through Kamailio, mirrored as HEPv3);
 //! - [`conformance`]: the suite every PBX type passes: the real daemon against a simulator,
@@ -25,6 +27,7 @@ pub mod conformance;
 pub mod demo;
 pub mod platform;
 pub mod sip_peers;
+pub mod threecx;
 
 /// The `whsec_` secrets given on a command line: `--secret` values, then `--secret-file` files.
 pub fn secrets_from_args(
