@@ -53,7 +53,10 @@
 
 mod cdr;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+
+use foldhash::fast::RandomState;
 
 use listener_core::{
     AdapterEvent, CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, Facts, PbxCallId, PbxId,
@@ -156,6 +159,11 @@ pub struct TrackerStats {
 }
 
 type LegKey = (String, String);
+
+/// The tracker's maps: foldhash, seeded per map, instead of SipHash (docs/decisions/0016). The
+/// keys are DNs, participant ids, call ids and CDR record ids from the PBX, and a map is
+/// hashed several times per notification and per CDR line.
+pub(crate) type Map<K, V> = HashMap<K, V, RandomState>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -278,44 +286,78 @@ enum Timer {
     Cdr(cdr::CdrTimer),
 }
 
-/// Deadlines by timer, and timers by deadline (quinn's timer table): the next deadline and
-/// the due timers are found without scanning every timer.
+/// Deadlines by timer, and a min-heap of `(deadline, timer)`: the next deadline and the due
+/// timers are found without scanning every timer, and setting a timer costs a push.
+///
+/// `by_timer` is the truth; a heap entry whose deadline is no longer its timer's (removed, or
+/// set again) is stale and skipped when it comes up. The heap's top is kept current after
+/// every change, so [`Timers::next`] is exact, and the heap is compacted when stale entries
+/// outnumber the live ones. The heap pops in `(deadline, timer)` order: due timers come out
+/// earliest first, ties in timer order.
+///
+/// (A `BTreeSet<(deadline, timer)>` did the same with a remove and an insert per change; with
+/// many timers at one deadline, as when a CDR burst is read in one millisecond, every insert
+/// compared call and record ids along the tree.)
 #[derive(Debug, Default)]
 struct Timers {
-    by_timer: HashMap<Timer, UnixMillis>,
-    by_deadline: BTreeSet<(UnixMillis, Timer)>,
+    by_timer: Map<Timer, UnixMillis>,
+    heap: BinaryHeap<Reverse<(UnixMillis, Timer)>>,
 }
 
 impl Timers {
     fn insert(&mut self, timer: Timer, at: UnixMillis) {
-        if let Some(old) = self.by_timer.insert(timer.clone(), at) {
-            self.by_deadline.remove(&(old, timer.clone()));
+        match self.by_timer.insert(timer.clone(), at) {
+            // Its entry is in the heap already.
+            Some(old) if old == at => {}
+            Some(_) => {
+                self.heap.push(Reverse((at, timer)));
+                self.tidy();
+            }
+            None => self.heap.push(Reverse((at, timer))),
         }
-        self.by_deadline.insert((at, timer));
     }
 
     fn remove(&mut self, timer: &Timer) {
-        if let Some(at) = self.by_timer.remove(timer) {
-            self.by_deadline.remove(&(at, timer.clone()));
+        if self.by_timer.remove(timer).is_some() {
+            self.tidy();
         }
     }
 
     fn next(&self) -> Option<UnixMillis> {
-        self.by_deadline.first().map(|(at, _)| *at)
+        self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Removes and returns the timers due at `now`, earliest first.
     fn take_due(&mut self, now: UnixMillis) -> Vec<Timer> {
         let mut due = Vec::new();
-        while let Some((at, _)) = self.by_deadline.first()
+        while let Some(Reverse((at, _))) = self.heap.peek()
             && *at <= now
         {
-            if let Some((_, timer)) = self.by_deadline.pop_first() {
+            if let Some(Reverse((at, timer))) = self.heap.pop()
+                && self.by_timer.get(&timer) == Some(&at)
+            {
                 self.by_timer.remove(&timer);
                 due.push(timer);
             }
         }
+        self.tidy();
         due
+    }
+
+    /// Drops stale entries from the top (so that [`Timers::next`] is exact), and rebuilds the
+    /// heap from `by_timer` once stale entries outnumber the live ones (so that the heap stays
+    /// bounded by the timers set). A rebuild, not a `retain`: a timer removed and set again at
+    /// the same deadline has two entries that both look live, and only a rebuild drops one.
+    fn tidy(&mut self) {
+        let live = |by_timer: &Map<Timer, UnixMillis>, at: &UnixMillis, timer: &Timer| by_timer.get(timer) == Some(at);
+        if self.heap.len() > 2 * self.by_timer.len() + 64 {
+            self.heap = self.by_timer.iter().map(|(timer, at)| Reverse((*at, timer.clone()))).collect();
+        }
+        while let Some(Reverse((at, timer))) = self.heap.peek()
+            && !live(&self.by_timer, at, timer)
+        {
+            self.heap.pop();
+        }
     }
 }
 
@@ -329,10 +371,10 @@ pub struct Tracker {
     resnapshot: bool,
     /// DNs the last snapshot typed as route points (and our own).
     route_points: BTreeSet<String>,
-    legs: HashMap<LegKey, Leg>,
-    fetches: HashMap<LegKey, FetchSlot>,
-    calls: HashMap<String, Call>,
-    referrals: HashMap<String, Referral>,
+    legs: Map<LegKey, Leg>,
+    fetches: Map<LegKey, FetchSlot>,
+    calls: Map<String, Call>,
+    referrals: Map<String, Referral>,
     timers: Timers,
     out: VecDeque<Output>,
     stats: TrackerStats,
@@ -354,10 +396,10 @@ impl Tracker {
             buffered: Vec::new(),
             resnapshot: false,
             route_points,
-            legs: HashMap::new(),
-            fetches: HashMap::new(),
-            calls: HashMap::new(),
-            referrals: HashMap::new(),
+            legs: Map::default(),
+            fetches: Map::default(),
+            calls: Map::default(),
+            referrals: Map::default(),
             timers: Timers::default(),
             out: VecDeque::new(),
             stats: TrackerStats::default(),
@@ -534,7 +576,7 @@ impl Tracker {
                 self.route_points.insert(d.dn.clone());
             }
         }
-        let mut seen: HashMap<LegKey, Participant> = HashMap::new();
+        let mut seen: Map<LegKey, Participant> = Map::default();
         for d in dns {
             for p in d.participants {
                 let Some(id) = p.id else {
@@ -656,21 +698,22 @@ impl Tracker {
                 },
             );
         }
-        let (info, trunk) = call_info(&key.0, &body, state);
-        let queue = body.queue().map(str::to_owned);
         let referred_by = body.referred_by().map(str::to_owned);
         let mut queued_now = None;
         if let Some(call) = self.calls.get_mut(&call_key) {
-            call.legs.insert(key.clone());
-            merge_info(&mut call.info, info);
+            if !call.legs.contains(key) {
+                call.legs.insert(key.clone());
+            }
+            let view = call_info(&key.0, &body, state);
+            merge_info(&mut call.info, &view);
             if call.trunk.is_none() {
-                call.trunk = trunk;
+                call.trunk = view.trunk.map(str::to_owned);
             }
             if call.queue.is_none()
-                && let Some(q) = queue
+                && let Some(q) = body.queue()
             {
-                call.queue = Some(q.clone());
-                queued_now = Some(q);
+                call.queue = Some(q.to_owned());
+                queued_now = Some(q.to_owned());
             }
             if role == Role::ParkOrbit {
                 call.park_orbit = Some((key.0.clone(), now));
@@ -893,7 +936,10 @@ impl Tracker {
     }
 
     fn note_extension(&mut self, _now: UnixMillis, call_key: &str, ext: &str) {
-        let new = self.calls.get_mut(call_key).is_some_and(|c| c.extensions.insert(ext.to_owned()));
+        let new = self
+            .calls
+            .get_mut(call_key)
+            .is_some_and(|c| !c.extensions.contains(ext) && c.extensions.insert(ext.to_owned()));
         if new {
             self.checkpoint_call(call_key);
         }
@@ -945,7 +991,9 @@ fn signal(
     if provenance == Provenance::Reconciled {
         facts.insert("reconciled".into(), "true".into());
     }
-    if let Some(trunk) = &call.trunk {
+    if let Some(trunk) = &call.trunk
+        && facts.get("trunkDn") != Some(trunk)
+    {
         facts.insert("trunkDn".into(), trunk.clone());
     }
     PbxSignal {
@@ -980,61 +1028,65 @@ fn leg_facts(body: Option<&Participant>) -> Facts {
 }
 
 /// What one leg says about its call, from its DN's point of view: the call's direction and
-/// numbers, and the trunk's DN.
-fn call_info(dn: &str, p: &Participant, state: LegState) -> (CallInfo, Option<String>) {
-    let queue = p.queue().map(str::to_owned);
-    let (mut info, trunk) = leg_view(dn, p, state);
-    info.queue = queue;
-    (info, trunk)
+/// numbers, and the trunk's DN. Borrowed from the body: [`merge_info`] copies only what the
+/// call does not know yet.
+#[derive(Debug, Default)]
+struct LegView<'a> {
+    direction: Direction,
+    external_number: Option<&'a str>,
+    dialled_number: Option<&'a str>,
+    caller_name: Option<&'a str>,
+    queue: Option<&'a str>,
+    trunk: Option<&'a str>,
 }
 
-fn leg_view(dn: &str, p: &Participant, state: LegState) -> (CallInfo, Option<String>) {
-    let party_number = nonempty(p.party_caller_id.as_deref()).map(str::to_owned);
-    let party_name = nonempty(p.party_caller_name.as_deref()).map(str::to_owned);
-    let party_dn = nonempty(p.party_dn.as_deref()).map(str::to_owned);
-    let did = nonempty(p.party_did.as_deref()).map(str::to_owned);
+fn call_info<'a>(dn: &'a str, p: &'a Participant, state: LegState) -> LegView<'a> {
+    LegView { queue: p.queue(), ..leg_view(dn, p, state) }
+}
+
+fn leg_view<'a>(dn: &'a str, p: &'a Participant, state: LegState) -> LegView<'a> {
+    let party_number = nonempty(p.party_caller_id.as_deref());
+    let party_name = nonempty(p.party_caller_name.as_deref());
+    let party_dn = nonempty(p.party_dn.as_deref());
+    let did = nonempty(p.party_did.as_deref());
     if p.party_is_external() {
         if state == LegState::Dialing {
             // The extension dials out: the party is the number dialled.
-            let info = CallInfo {
+            return LegView {
                 direction: Direction::Outbound,
-                external_number: party_number.clone(),
+                external_number: party_number,
                 dialled_number: party_number,
-                ..CallInfo::default()
+                trunk: party_dn,
+                ..LegView::default()
             };
-            return (info, party_dn);
         }
-        let info = CallInfo {
+        return LegView {
             direction: Direction::Inbound,
             external_number: party_number,
             dialled_number: did,
             caller_name: party_name,
-            ..CallInfo::default()
+            trunk: party_dn,
+            ..LegView::default()
         };
-        return (info, party_dn);
     }
     if p.party_is_extension() {
         let other = party_dn.or(party_number);
-        let (caller, callee) =
-            if state == LegState::Dialing { (Some(dn.to_owned()), other) } else { (other, Some(dn.to_owned())) };
+        let (caller, callee) = if state == LegState::Dialing { (Some(dn), other) } else { (other, Some(dn)) };
         let name = if state == LegState::Dialing { None } else { party_name };
-        let info = CallInfo {
+        return LegView {
             direction: Direction::Internal,
             external_number: caller,
             dialled_number: callee,
             caller_name: name,
-            ..CallInfo::default()
+            ..LegView::default()
         };
-        return (info, None);
     }
     // A party behind a route point, queue or IVR: keep what it says, direction unknown.
-    let info =
-        CallInfo { external_number: party_number, caller_name: party_name, dialled_number: did, ..CallInfo::default() };
-    (info, None)
+    LegView { external_number: party_number, caller_name: party_name, dialled_number: did, ..LegView::default() }
 }
 
 /// The first leg's view wins for the direction; numbers fill in what is still unknown.
-fn merge_info(into: &mut CallInfo, from: CallInfo) {
+fn merge_info(into: &mut CallInfo, from: &LegView<'_>) {
     if into.direction == Direction::Unknown {
         into.direction = from.direction;
     }
@@ -1047,7 +1099,7 @@ fn merge_info(into: &mut CallInfo, from: CallInfo) {
         if dst.is_none()
             && let Some(v) = src.filter(|v| !v.is_empty())
         {
-            *dst = Some(v);
+            *dst = Some(v.to_owned());
         }
     }
 }

@@ -18,8 +18,11 @@
 //! assert_eq!(frame.entity, EntityRef::Participant { dn: "101".into(), id: "5".into() });
 //! ```
 
+use std::borrow::Cow;
+use std::fmt;
+
 use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::participant::lenient_int;
 
@@ -104,11 +107,14 @@ pub enum EntityRef {
 impl EntityRef {
     /// Reads an entity path.
     pub fn parse(path: &str) -> EntityRef {
-        let trimmed = path.split(['?', '#']).next().unwrap_or("");
-        let segments: Vec<&str> = trimmed.split('/').filter(|s| !s.is_empty()).collect();
+        // Up to the query or fragment (by bytes: both are ASCII, so the cut is a boundary).
+        let end = path.bytes().position(|b| b == b'?' || b == b'#').unwrap_or(path.len());
+        let mut segments = path[..end].split('/').filter(|s| !s.is_empty());
+        // The shapes below have at most four segments; a fifth only says "none of them".
+        let segments = [segments.next(), segments.next(), segments.next(), segments.next(), segments.next()];
         let decoded = |s: &str| percent_decode(s);
-        match segments.as_slice() {
-            [cc, dn, kind, id] if cc.eq_ignore_ascii_case("callcontrol") && !dn.is_empty() => {
+        match segments {
+            [Some(cc), Some(dn), Some(kind), Some(id), None] if cc.eq_ignore_ascii_case("callcontrol") => {
                 if kind.eq_ignore_ascii_case("participants") {
                     EntityRef::Participant { dn: decoded(dn), id: decoded(id) }
                 } else if kind.eq_ignore_ascii_case("devices") {
@@ -117,7 +123,7 @@ impl EntityRef {
                     EntityRef::Other(path.to_owned())
                 }
             }
-            [cc, dn] if cc.eq_ignore_ascii_case("callcontrol") => EntityRef::Dn(decoded(dn)),
+            [Some(cc), Some(dn), None, ..] if cc.eq_ignore_ascii_case("callcontrol") => EntityRef::Dn(decoded(dn)),
             _ => EntityRef::Other(path.to_owned()),
         }
     }
@@ -200,23 +206,73 @@ impl FrameError {
 }
 
 #[derive(Deserialize)]
-struct RawFrame {
+struct RawFrame<'a> {
     #[serde(default, alias = "Sequence", deserialize_with = "lenient_int")]
     sequence: Option<i64>,
-    #[serde(default, alias = "Event")]
-    event: Option<RawEvent>,
+    #[serde(default, alias = "Event", borrow)]
+    event: Option<RawEvent<'a>>,
 }
 
 #[derive(Deserialize)]
-struct RawEvent {
+struct RawEvent<'a> {
     #[serde(default, alias = "EventType", alias = "eventType", deserialize_with = "lenient_int")]
     event_type: Option<i64>,
-    #[serde(default, alias = "Entity", deserialize_with = "crate::participant::lenient_string")]
-    entity: Option<String>,
+    /// Borrowed from the frame unless it holds escapes: the path is only read, into an
+    /// [`EntityRef`].
+    #[serde(default, alias = "Entity", borrow, deserialize_with = "lenient_str")]
+    entity: Option<Cow<'a, str>>,
     // Read and dropped: we fetch participants ourselves; DTMF and responses are not ours.
     #[serde(default, alias = "AttachedData")]
     #[allow(dead_code)]
     attached_data: Option<IgnoredAny>,
+}
+
+/// A string field read as [`crate::participant::lenient_string`] reads it, borrowed where the
+/// text allows.
+fn lenient_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct LenientStr;
+    impl<'de> Visitor<'de> for LenientStr {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(LenientStr)
 }
 
 /// Reads one text frame (at most `max_bytes`).
@@ -228,7 +284,7 @@ pub fn parse_frame(text: &str, max_bytes: usize) -> Result<WsEvent, FrameError> 
     if !text.trim_start().starts_with('{') {
         return Err(FrameError::Json("expected a JSON object".into()));
     }
-    let raw: RawFrame = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
+    let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
     let event = raw.event.ok_or(FrameError::NoEvent)?;
     let code = event.event_type.ok_or(FrameError::NoEventType)?;
     let entity = event.entity.as_deref().map_or(EntityRef::Other(String::new()), EntityRef::parse);

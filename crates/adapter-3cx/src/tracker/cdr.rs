@@ -18,14 +18,15 @@
 //! - Each record is processed once: its key (`historyid`) is checkpointed and remembered for
 //!   `dedup_secs`, across restarts.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use listener_core::{
     AdapterEvent, AdapterState, CallChange, CallInfo, Direction, DisconnectReason, Facts, PbxCallId, UnixMillis,
 };
 use serde::{Deserialize, Serialize};
 
-use super::{CDR_SOURCE, Call, Output, Provenance, Timer, Tracker};
+use super::{CDR_SOURCE, Call, Map, Output, Provenance, Timer, Tracker};
 use crate::cdr::{CdrError, CdrRecord, CivilTime, DnType, FieldOrder, Termination, ext_number, parse_record};
 
 /// The CDR side of the tracker. See [`crate::config::CdrConfig`] for the user-facing keys.
@@ -155,15 +156,16 @@ const RECORD_PREFIX: &str = "cdr/";
 
 #[derive(Debug)]
 pub(super) struct CdrState {
-    settings: Option<CdrSettings>,
+    /// Shared, not cloned, by the handlers that read it while they change the tracker.
+    settings: Option<Arc<CdrSettings>>,
     /// Ended calls, by PBX call id.
-    ended: HashMap<String, Remembered>,
+    ended: Map<String, Remembered>,
     /// The ended calls of each extension, by first sight: `(start ms, call id)`.
-    by_extension: HashMap<String, BTreeSet<(u64, String)>>,
+    by_extension: Map<String, BTreeSet<(u64, String)>>,
     /// Processed record keys → when.
-    processed: HashMap<String, UnixMillis>,
+    processed: Map<String, UnixMillis>,
     /// Parks found in records while their call was still live: (extension, slot, at).
-    pending_parks: HashMap<String, Vec<(String, String, UnixMillis)>>,
+    pending_parks: Map<String, Vec<(String, String, UnixMillis)>>,
     /// When the live feed was not in sync: closed intervals, and an open one.
     gaps: Vec<(UnixMillis, UnixMillis)>,
     open_gap: Option<UnixMillis>,
@@ -172,11 +174,11 @@ pub(super) struct CdrState {
 impl CdrState {
     pub(super) fn new(settings: Option<CdrSettings>) -> CdrState {
         CdrState {
-            settings,
-            ended: HashMap::new(),
-            by_extension: HashMap::new(),
-            processed: HashMap::new(),
-            pending_parks: HashMap::new(),
+            settings: settings.map(Arc::new),
+            ended: Map::default(),
+            by_extension: Map::default(),
+            processed: Map::default(),
+            pending_parks: Map::default(),
             gaps: Vec::new(),
             // Until the first snapshot, the live feed has seen nothing.
             open_gap: Some(UnixMillis(0)),
@@ -201,7 +203,15 @@ impl CdrState {
     fn remember(&mut self, key: String, r: Remembered) {
         self.forget(&key);
         for ext in &r.x {
-            self.by_extension.entry(ext.clone()).or_default().insert((r.s, key.clone()));
+            let entry = (r.s, key.clone());
+            match self.by_extension.get_mut(ext) {
+                Some(set) => {
+                    set.insert(entry);
+                }
+                None => {
+                    self.by_extension.insert(ext.clone(), BTreeSet::from([entry]));
+                }
+            }
         }
         self.ended.insert(key, r);
     }
@@ -363,8 +373,7 @@ impl Tracker {
         }
         let Some(call) = self.calls.get(call_key) else { return };
         let r = remembered(call, None);
-        let value = serde_json::to_vec(&r).unwrap_or_default();
-        self.checkpoint(format!("{CALL_PREFIX}{call_key}"), Some(value));
+        self.checkpoint(prefixed(CALL_PREFIX, call_key), Some(to_json(&r)));
     }
 
     /// The live feed saw a call end: remember it for its records.
@@ -396,8 +405,7 @@ impl Tracker {
         if emitted {
             self.emit_for(now, &call, None, CallChange::Ended, Provenance::Live, Facts::new(), CDR_SOURCE);
         }
-        let value = serde_json::to_vec(&r).unwrap_or_default();
-        self.checkpoint(format!("{CALL_PREFIX}{key}"), Some(value));
+        self.checkpoint(prefixed(CALL_PREFIX, &key), Some(to_json(&r)));
         self.timers.insert(Timer::Cdr(CdrTimer::Forget(key.clone())), now.plus_ms(settings.remember_ms));
         self.cdr.remember(key, r);
         self.bound_memory();
@@ -413,7 +421,7 @@ impl Tracker {
             };
             self.cdr.forget(&oldest);
             self.timers.remove(&Timer::Cdr(CdrTimer::Forget(oldest.clone())));
-            self.checkpoint(format!("{CALL_PREFIX}{oldest}"), None);
+            self.checkpoint(prefixed(CALL_PREFIX, &oldest), None);
         }
         while self.cdr.processed.len() > max {
             let Some(oldest) = self.cdr.processed.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone()) else {
@@ -421,7 +429,7 @@ impl Tracker {
             };
             self.cdr.processed.remove(&oldest);
             self.timers.remove(&Timer::Cdr(CdrTimer::Processed(oldest.clone())));
-            self.checkpoint(format!("{RECORD_PREFIX}{oldest}"), None);
+            self.checkpoint(prefixed(RECORD_PREFIX, &oldest), None);
         }
     }
 
@@ -429,12 +437,12 @@ impl Tracker {
         match timer {
             CdrTimer::Forget(call) => {
                 if self.cdr.forget(&call).is_some() {
-                    self.checkpoint(format!("{CALL_PREFIX}{call}"), None);
+                    self.checkpoint(prefixed(CALL_PREFIX, &call), None);
                 }
             }
             CdrTimer::Processed(key) => {
                 if self.cdr.processed.remove(&key).is_some() {
-                    self.checkpoint(format!("{RECORD_PREFIX}{key}"), None);
+                    self.checkpoint(prefixed(RECORD_PREFIX, &key), None);
                 }
             }
         }
@@ -457,7 +465,7 @@ impl Tracker {
         let outcome = self.merge_record(now, &settings, &record, t);
         if !matches!(outcome, CdrOutcome::Ambiguous) {
             self.cdr.processed.insert(key.clone(), now);
-            self.checkpoint(format!("{RECORD_PREFIX}{key}"), Some(now.0.to_string().into_bytes()));
+            self.checkpoint(prefixed(RECORD_PREFIX, &key), Some(now.0.to_string().into_bytes()));
             self.timers.insert(Timer::Cdr(CdrTimer::Processed(key)), now.plus_ms(settings.dedup_ms));
             self.bound_memory();
         }
@@ -550,8 +558,7 @@ impl Tracker {
                 record_facts(r),
                 CDR_SOURCE,
             );
-            let value = serde_json::to_vec(&rem).unwrap_or_default();
-            self.checkpoint(format!("{CALL_PREFIX}{call_key}"), Some(value));
+            self.checkpoint(prefixed(CALL_PREFIX, &call_key), Some(to_json(&rem)));
             self.cdr.remember(call_key.clone(), rem);
         }
         CdrOutcome::Merged { call: call_key, parked }
@@ -606,7 +613,11 @@ impl Tracker {
                 call.trunk = dn.map(str::to_owned);
             }
         }
-        let facts = record_facts(r);
+        let mut facts = record_facts(r);
+        // What `signal` adds to each signal of the call, added once.
+        if let Some(trunk) = &call.trunk {
+            facts.insert("trunkDn".into(), trunk.clone());
+        }
         let mut n = 0;
         let mut emit = |tracker: &mut Tracker, at: UnixMillis, call: &Call, ext: Option<&str>, change: CallChange| {
             tracker.emit_for(at, call, ext, change, Provenance::Live, facts.clone(), CDR_SOURCE);
@@ -686,9 +697,8 @@ impl Tracker {
         }
         emit(self, t.end, &call, None, CallChange::Ended);
         let _ = now;
-        let rem = remembered(&call, Some(t.end));
-        let value = serde_json::to_vec(&rem).unwrap_or_default();
-        self.checkpoint(format!("{CALL_PREFIX}{call_key}"), Some(value));
+        let rem = into_remembered(call, Some(t.end));
+        self.checkpoint(prefixed(CALL_PREFIX, &call_key), Some(to_json(&rem)));
         self.timers.insert(Timer::Cdr(CdrTimer::Forget(call_key.clone())), now.plus_ms(s.remember_ms));
         self.cdr.remember(call_key.clone(), rem);
         CdrOutcome::Backfilled { call: call_key, signals: n }
@@ -732,6 +742,35 @@ fn record_info(r: &CdrRecord<'_>) -> CallInfo {
             dialled_number: own(r.dial_no.or(r.to_no)),
             ..CallInfo::default()
         },
+    }
+}
+
+/// `prefix` then `key`: a checkpoint key (what `format!` makes, without the formatter).
+fn prefixed(prefix: &str, key: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + key.len());
+    out.push_str(prefix);
+    out.push_str(key);
+    out
+}
+
+/// A checkpoint value (written into a buffer sized for a typical call, not grown from empty).
+fn to_json(r: &Remembered) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    match serde_json::to_writer(&mut out, r) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// [`remembered`] of a call that is not needed any more (its sets are moved, not copied).
+fn into_remembered(call: Call, ended: Option<UnixMillis>) -> Remembered {
+    Remembered {
+        s: call.started.0,
+        e: ended.map(|e| e.0),
+        x: call.extensions,
+        p: call.parked,
+        i: call.info,
+        t: call.trunk,
     }
 }
 

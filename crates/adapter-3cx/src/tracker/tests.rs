@@ -912,3 +912,71 @@ fn malformed_and_disabled() {
     let mut t = Tracker::new(pbx(), cdr_settings());
     assert_eq!(t.handle_cdr_line(UnixMillis(civil_ms("2024/06/19 06:01:00")), &line), CdrOutcome::TooOld);
 }
+
+/// The timer table against the simplest model (a map and a sorted set, what it replaced):
+/// the same next deadline and the same due timers in the same order after any sequence of
+/// sets, resets, removals and polls, and a heap bounded by the timers set.
+mod timers {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::super::{Timer, Timers};
+    use super::UnixMillis;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(u8, u64),
+        Remove(u8),
+        TakeDue(u64),
+    }
+
+    fn timer(n: u8) -> Timer {
+        Timer::Removal((format!("{}", 100 + n % 4), format!("{}", n / 4)))
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..12, 0u64..8).prop_map(|(t, at)| Op::Set(t, at)),
+            3 => (0u8..12).prop_map(Op::Remove),
+            1 => (0u64..8).prop_map(Op::TakeDue),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_as_a_sorted_set(ops in proptest::collection::vec(op(), 0..400)) {
+            let mut timers = Timers::default();
+            let mut by_timer: BTreeMap<Timer, u64> = BTreeMap::new();
+            let mut by_deadline: BTreeSet<(u64, Timer)> = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Set(t, at) => {
+                        timers.insert(timer(t), UnixMillis(at));
+                        if let Some(old) = by_timer.insert(timer(t), at) {
+                            by_deadline.remove(&(old, timer(t)));
+                        }
+                        by_deadline.insert((at, timer(t)));
+                    }
+                    Op::Remove(t) => {
+                        timers.remove(&timer(t));
+                        if let Some(at) = by_timer.remove(&timer(t)) {
+                            by_deadline.remove(&(at, timer(t)));
+                        }
+                    }
+                    Op::TakeDue(now) => {
+                        let mut expected = Vec::new();
+                        while let Some((at, _)) = by_deadline.first() && *at <= now {
+                            let (_, t) = by_deadline.pop_first().unwrap();
+                            by_timer.remove(&t);
+                            expected.push(t);
+                        }
+                        prop_assert_eq!(timers.take_due(UnixMillis(now)), expected);
+                    }
+                }
+                prop_assert_eq!(timers.next(), by_deadline.first().map(|(at, _)| UnixMillis(*at)));
+                prop_assert!(timers.heap.len() <= 2 * timers.by_timer.len() + 64);
+            }
+        }
+    }
+}
