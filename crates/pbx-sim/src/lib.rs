@@ -12,6 +12,7 @@
 //!   CDR socket playing scripted call scenarios;
 //! - [`announce`]: the platform's leg announcements (signed Level 2 B-leg events);
 //! - [`sip_peers`]: real SIP peers for tests (SIPp through Kamailio, mirrored as HEPv3);
+//! - [`adapter_run`]: an adapter run in-process against a simulator, what it sends collected;
 //! - [`conformance`]: the suite every PBX type passes: the real daemon against a simulator,
 //!   its Level 3 sequences compared with a scenario's;
 //! - [`demo`]: the simulated PBXs `pbx-listener demo` runs, and their simulated platform.
@@ -20,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod adapter_run;
 pub mod announce;
 pub mod avaya_r11;
 pub mod avaya_r9;

@@ -15,28 +15,17 @@ use std::time::Duration;
 use adapter_3cx::{CdrConfig, Config, ThreeCxAdapter};
 use generic_event::GenericEvent;
 use listener_core::{
-    Adapter, AdapterError, AdapterEvent, AdapterState, BoxFuture, CallChange, CallLifecycle, CorrelatedSignal,
-    EventContext, LegBinding, LinkState, PbxId, PbxType, SignalBody, SignalSink, SinkClosed,
+    AdapterEvent, AdapterState, CallChange, CallLifecycle, CorrelatedSignal, EventContext, LegBinding, LinkState,
+    PbxId, PbxType, SignalBody,
 };
+use pbx_sim::adapter_run::{AdapterRun, LIMIT};
 use pbx_sim::avaya_r11::TlsFiles;
 use pbx_sim::conformance::{self, SequenceKey};
 use pbx_sim::threecx::{CallSpec, Scenario, SimConfig, ThreeCxSim};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
-const LIMIT: Duration = Duration::from_secs(20);
 const TLS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tls");
 const CLIENT: &str = "pbxlistener";
 const SECRET: &str = "s3cr3t-key";
-
-struct ChannelSink(mpsc::UnboundedSender<AdapterEvent>);
-
-impl SignalSink for ChannelSink {
-    fn send(&self, event: AdapterEvent) -> BoxFuture<'_, Result<(), SinkClosed>> {
-        let r = self.0.send(event).map_err(|_| SinkClosed);
-        Box::pin(async move { r })
-    }
-}
 
 /// A secret file removed when the test ends.
 struct SecretFile(PathBuf);
@@ -59,10 +48,7 @@ impl Drop for SecretFile {
 
 struct Rig {
     sim: ThreeCxSim,
-    rx: mpsc::UnboundedReceiver<AdapterEvent>,
-    events: Vec<AdapterEvent>,
-    stop: Option<oneshot::Sender<()>>,
-    adapter: JoinHandle<Result<(), AdapterError>>,
+    run: AdapterRun,
     _secret: SecretFile,
 }
 
@@ -80,37 +66,17 @@ async fn rig(sim_config: SimConfig, client_secret: &str, tweak: impl FnOnce(&mut
     tweak(&mut config, &sim);
     let adapter =
         ThreeCxAdapter::new(PbxId::new("e2e", PbxType::new("3cx")), config.load().unwrap(), AdapterState::new());
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let adapter = tokio::spawn(async move {
-        let sink = ChannelSink(tx);
-        let shutdown: BoxFuture<'_, ()> = Box::pin(async move {
-            let _ = stop_rx.await;
-        });
-        Box::new(adapter).run(&sink, shutdown).await
-    });
-    Rig { sim, rx, events: Vec::new(), stop: Some(stop_tx), adapter, _secret: secret }
+    Rig { sim, run: AdapterRun::start(Box::new(adapter)), _secret: secret }
 }
 
 impl Rig {
-    /// Receives events until `done` says so; fails after `LIMIT`.
-    async fn wait_until(&mut self, what: &str, mut done: impl FnMut(&AdapterEvent) -> bool) {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            let event = tokio::time::timeout_at(deadline, self.rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {what}; got so far:\n{:#?}", self.events))
-                .unwrap_or_else(|| panic!("the adapter stopped while waiting for {what}"));
-            let stop = done(&event);
-            self.events.push(event);
-            if stop {
-                return;
-            }
-        }
+    /// Receives events until `done` says so; fails after the limit.
+    async fn wait_until(&mut self, what: &str, done: impl FnMut(&AdapterEvent) -> bool) {
+        self.run.wait_until(what, done).await.unwrap();
     }
 
     fn count(&self, f: impl Fn(&AdapterEvent) -> bool) -> usize {
-        self.events.iter().filter(|e| f(e)).count()
+        self.run.events.iter().filter(|e| f(e)).count()
     }
 
     /// Waits until `n` calls ended (call-level `Ended` signals).
@@ -154,7 +120,7 @@ impl Rig {
     /// The tracker's signals per extension: `change[:detail]` in order, `[cdr]` for the CDR's.
     fn signals(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for e in &self.events {
+        for e in &self.run.events {
             let AdapterEvent::Signal(s) = e else { continue };
             let SignalBody::Call(c) = &s.body else { panic!("an extension signal from 3CX") };
             let mut text = match &c.change {
@@ -182,7 +148,7 @@ impl Rig {
         let ctx =
             EventContext { account_id: uuid::Uuid::nil(), account_name: "e2e".into(), static_meta: Default::default() };
         let mut lc = CallLifecycle::new(ctx);
-        for e in &self.events {
+        for e in &self.run.events {
             match e {
                 AdapterEvent::Signal(s) => {
                     lc.handle_signal(CorrelatedSignal { signal: s.clone(), binding: LegBinding::unmatched() })
@@ -203,7 +169,8 @@ impl Rig {
     }
 
     fn links(&self) -> Vec<LinkState> {
-        self.events
+        self.run
+            .events
             .iter()
             .filter_map(|e| match e {
                 AdapterEvent::Link { state, .. } => Some(state.clone()),
@@ -213,10 +180,7 @@ impl Rig {
     }
 
     async fn finish(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let result = tokio::time::timeout(LIMIT, self.adapter).await.unwrap().unwrap();
+        let result = self.run.stop().await.unwrap();
         assert!(result.is_ok(), "{result:?}");
         self.sim.stop().await;
     }
@@ -254,7 +218,8 @@ async fn queue_call_rings_two_agents_and_one_answers() {
         map(&[("101", "ringing, disconnected:answered-elsewhere"), ("102", "ringing, connected, disconnected:normal")])
     );
     // The PBX's view of the call: inbound from the caller to the DID, over trunk 10007.
-    let AdapterEvent::Signal(first) = rig.events.iter().find(|e| matches!(e, AdapterEvent::Signal(_))).unwrap() else {
+    let AdapterEvent::Signal(first) = rig.run.events.iter().find(|e| matches!(e, AdapterEvent::Signal(_))).unwrap()
+    else {
         unreachable!()
     };
     let SignalBody::Call(c) = &first.body else { panic!() };
@@ -297,7 +262,7 @@ async fn caller_hangs_up_while_ringing() {
 async fn outbound_call() {
     let rig = play_one(Scenario::Outbound(CallSpec::numbered(4)), 1).await;
     assert_eq!(rig.statuses(), map(&[("101", "connected, disconnected:normal")]));
-    let info = rig.events.iter().find_map(|e| match e {
+    let info = rig.run.events.iter().find_map(|e| match e {
         AdapterEvent::Signal(s) => match &s.body {
             SignalBody::Call(c) => Some(c.info.clone()),
             _ => None,
@@ -471,12 +436,7 @@ async fn cdr_passive_socket_backfills_a_call_missed_while_the_websocket_was_down
     while rig.count(is_ended) == 0 {
         assert!(tokio::time::Instant::now() < deadline, "the CDR record was not processed");
         rig.sim.send_cdr(&line);
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            if let Some(e) = rig.rx.recv().await {
-                rig.events.push(e);
-            }
-        })
-        .await;
+        let _ = rig.run.next_within(Duration::from_millis(200)).await;
     }
     assert_eq!(
         rig.signals(),
@@ -488,6 +448,7 @@ async fn cdr_passive_socket_backfills_a_call_missed_while_the_websocket_was_down
     rig.wait_for_resyncs(2).await;
     assert_eq!(rig.count(is_ended), 1);
     let keys: Vec<String> = rig
+        .run
         .events
         .iter()
         .filter_map(|e| match e {
