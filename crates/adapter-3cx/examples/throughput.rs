@@ -11,13 +11,14 @@
 //!
 //! Workloads: `participant` (1,000 calls' frames and bodies → signals per round), `cdr` (1,000
 //! lines of calls the live feed missed → signals), `merged` (1,000 lines of calls the live feed
-//! saw). The fresh trackers are built before the timed rounds; the `--toggle-collect` above
+//! saw); and the decoders alone, `body-parse` (2,000 participant bodies → `Participant`) and
+//! `cdr-parse` (1,000 lines → `CdrRecord`), whose count is the items read. The fresh trackers are built before the timed rounds; the `--toggle-collect` above
 //! counts only the `run_*` functions, so setup is not in the instruction counts either.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use adapter_3cx::testdata::workload::{
-    CALLS, cdr_lines, cdr_tracker, merged_tracker, participant_inputs, participant_tracker, run_cdr, run_merged,
-    run_participants,
+    CALLS, cdr_lines, cdr_tracker, merged_tracker, participant_inputs, participant_tracker, run_body_parse, run_cdr,
+    run_cdr_parse, run_merged, run_participants,
 };
 use adapter_3cx::tracker::Tracker;
 
@@ -43,7 +44,7 @@ fn main() {
     let inputs = participant_inputs();
     let lines = cdr_lines();
     let (items, unit, make): (usize, &str, fn() -> Tracker) = match which.as_str() {
-        "cdr" => (CALLS, "lines", cdr_tracker),
+        "cdr" | "cdr-parse" => (CALLS, "lines", cdr_tracker),
         "merged" => (CALLS, "lines", merged_tracker),
         _ => (2 * CALLS, "bodies", participant_tracker),
     };
@@ -55,12 +56,16 @@ fn main() {
         signals += match which.as_str() {
             "cdr" => run_cdr(&mut t, &lines, &mut sink),
             "merged" => run_merged(&mut t, &lines, &mut sink),
+            // The decoders alone (the tracker made for the round is not used).
+            "body-parse" => run_body_parse(&inputs),
+            "cdr-parse" => run_cdr_parse(&lines),
             _ => run_participants(&mut t, &inputs, &mut sink),
         };
     }
     let wall = started.elapsed().as_secs_f64();
     let n = (items * rounds) as f64;
-    print!("{which}: {} {unit}, {signals} signals; wall {wall:.3} s = {:.0} {unit}/s", items * rounds, n / wall);
+    let counted = if which.ends_with("-parse") { "read" } else { "signals" };
+    print!("{which}: {} {unit}, {signals} {counted}; wall {wall:.3} s = {:.0} {unit}/s", items * rounds, n / wall);
     match cpu_before.zip(cpu_secs()) {
         Some((a, b)) if b > a => println!("; CPU {:.2} s = {:.0} {unit}/s", b - a, n / (b - a)),
         _ => println!(),

@@ -363,7 +363,7 @@ impl CivilTime {
     /// Reads `YYYY/MM/DD HH:MM:SS` (also `-` between the date's parts, a `T` between date and
     /// time, and fractional seconds, which are dropped).
     pub fn parse(s: &str) -> Option<CivilTime> {
-        let b = s.trim().as_bytes();
+        let b = trim(s).as_bytes();
         if b.len() < 19 {
             return None;
         }
@@ -399,7 +399,7 @@ impl CivilTime {
 
 /// Reads `HH:MM:SS` (hours may exceed 23) into seconds.
 pub fn parse_duration(s: &str) -> Option<u64> {
-    let mut parts = s.trim().split(':');
+    let mut parts = trim(s).split(':');
     let (h, m, sec) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
         return None;
@@ -430,7 +430,7 @@ pub enum Termination {
 impl Termination {
     /// Reads either vocabulary, case-insensitively.
     pub fn parse(s: &str) -> Termination {
-        let s = s.trim();
+        let s = trim(s);
         let is = |w: &str| s.eq_ignore_ascii_case(w);
         if is("TerminatedBySrc") || is("src_participant_terminated") {
             Termination::BySource
@@ -479,7 +479,7 @@ impl DnType {
     /// documented: anything that starts with `park` (`Park`, `ParkPlace`, `ParkingOrbit`) is
     /// read as a park orbit.
     pub fn parse(s: &str) -> DnType {
-        let s = s.trim();
+        let s = trim(s);
         let is = |w: &str| s.eq_ignore_ascii_case(w);
         // `get`, not indexing: the value may hold non-ASCII text (U+FFFD from a bad byte).
         let starts = |w: &str| s.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w));
@@ -670,7 +670,7 @@ pub fn parse_record<'a>(line: &'a str, order: &FieldOrder) -> Result<CdrRecord<'
             Field::HistoryId => {
                 r.history_id = opt(value).map(|v| {
                     let v = v.strip_prefix("Call ").or_else(|| v.strip_prefix("call ")).unwrap_or(v);
-                    v.trim()
+                    trim(v)
                 })
             }
             Field::CallId => r.call_id = opt(value),

@@ -162,6 +162,33 @@ pub mod workload {
         signals
     }
 
+    /// The decoder alone: every body of `inputs` read into a [`Participant`]. Returns the
+    /// bodies read.
+    #[inline(never)] // A symbol of its own, for `callgrind --toggle-collect`.
+    pub fn run_body_parse(inputs: &[ParticipantInput]) -> usize {
+        let mut n = 0;
+        for input in inputs {
+            for body in [&input.ringing, &input.connected] {
+                std::hint::black_box(Participant::from_json(body).unwrap());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The decoder alone: every line read into a [`crate::cdr::CdrRecord`] (default field
+    /// order). Returns the lines read.
+    #[inline(never)] // A symbol of its own, for `callgrind --toggle-collect`.
+    pub fn run_cdr_parse(lines: &[String]) -> usize {
+        let order = FieldOrder::default();
+        let mut n = 0;
+        for line in lines {
+            std::hint::black_box(crate::cdr::parse_record(line, &order).unwrap());
+            n += 1;
+        }
+        n
+    }
+
     /// A CDR tracker whose live feed saw each call of [`cdr_lines`] (first sight = the
     /// record's start) and saw it end.
     pub fn merged_tracker() -> Tracker {

@@ -528,6 +528,11 @@ impl Tracker {
             }
             return CdrOutcome::Merged { call: call_key, parked };
         }
+        // Most records park nothing: then the remembered call is not copied (nor rebuilt)
+        // only to find that out.
+        if parks.is_empty() {
+            return CdrOutcome::Merged { call: call_key, parked: 0 };
+        }
         let Some(mut rem) = self.cdr.ended.get(&call_key).cloned() else {
             return CdrOutcome::Merged { call: call_key, parked: 0 };
         };
@@ -695,8 +700,9 @@ impl Tracker {
         for ext in talked.iter().filter(|e| !call.parked.contains(*e)) {
             emit(self, t.end, &call, Some(ext), CallChange::Disconnected { reason: DisconnectReason::Normal });
         }
-        emit(self, t.end, &call, None, CallChange::Ended);
-        let _ = now;
+        // The last signal takes the facts themselves rather than a copy.
+        self.emit_for(t.end, &call, None, CallChange::Ended, Provenance::Live, facts, CDR_SOURCE);
+        n += 1;
         let rem = into_remembered(call, Some(t.end));
         self.checkpoint(prefixed(CALL_PREFIX, &call_key), Some(to_json(&rem)));
         self.timers.insert(Timer::Cdr(CdrTimer::Forget(call_key.clone())), now.plus_ms(s.remember_ms));
