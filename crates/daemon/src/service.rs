@@ -36,6 +36,9 @@ use crate::tail::{self, EventTap, TapSink};
 /// the PBX readers.
 const PIPELINE_CHANNEL: usize = 4096;
 
+/// The shortest interval between two delivery status updates (health, `systemctl status`).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// How long the platform may fail before `/health/ready` turns red.
 const OUTAGE_UNREADY: Duration = Duration::from_secs(300);
 
@@ -305,6 +308,10 @@ async fn watch_delivery(mut status: tokio::sync::watch::Receiver<forwarder::Deli
         };
         notify::status(&check.detail);
         health.update(|h| h.delivery = check);
+        // At most one update a second: the status changes with every delivered event, and a
+        // notification each (a syscall here, a wake-up of systemd there) cost more than the
+        // delivery itself under load; a full notify socket would even block this thread.
+        tokio::time::sleep(STATUS_EVERY).await;
         // Re-evaluate at least every 10 s so a long outage is noticed without a state change.
         if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(10), status.changed()).await {
             return;

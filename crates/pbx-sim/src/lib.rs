@@ -10,7 +10,9 @@
 //! - [`sip_peers`]: real SIP peers for tests (SIPp through Kamailio, mirrored as HEPv3);
 //! - [`conformance`]: the suite every PBX type passes: the real daemon against a simulator,
 //!   its Level 3 sequences compared with a scenario's;
-//! - [`demo`]: the simulated PBXs `pbx-listener demo` runs, and their simulated platform.
+//! - [`demo`]: the simulated PBXs `pbx-listener demo` runs, and their simulated platform;
+//! - [`load`]: the whole daemon under load, its latency, memory and start-up, with faults,
+//!   measured against the machine's limits.
 //!
 //! Each module is also a `pbx-sim` subcommand.
 
@@ -20,6 +22,7 @@ pub mod announce;
 pub mod avaya_r11;
 pub mod conformance;
 pub mod demo;
+pub mod load;
 pub mod platform;
 pub mod sip_peers;
 

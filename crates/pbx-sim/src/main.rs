@@ -21,6 +21,9 @@ enum Command {
     AvayaR11(pbx_sim::avaya_r11::Args),
     /// Announce a B leg to pbx-listener as the platform does (a signed Level 2 event).
     Announce(pbx_sim::announce::Args),
+    /// Drive the real pbx-listener at a chosen call rate and report throughput, latency,
+    /// memory, start-up and the machine's limits; checks that every accepted event arrived.
+    Load(pbx_sim::load::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
             Command::Platform(args) => pbx_sim::platform::run_cli(args).await,
             Command::AvayaR11(args) => pbx_sim::avaya_r11::run_cli(args).await,
             Command::Announce(args) => pbx_sim::announce::run_cli(args).await,
+            Command::Load(args) => pbx_sim::load::run_cli(args).await,
         }
     });
     match result {
