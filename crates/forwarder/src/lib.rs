@@ -154,13 +154,12 @@ struct Ctx {
     client: reqwest::Client,
 }
 
-/// One finished attempt, with the outbox write it needed (delete or quarantine) done.
+/// One finished attempt (the outbox write its answer calls for is the loop's).
 struct Attempt {
     event: PendingEvent,
     verdict: Verdict,
     status: Option<u16>,
     error: String,
-    written: Result<(), OutboxError>,
 }
 
 fn now_ms() -> u64 {
@@ -213,9 +212,17 @@ impl Forwarder {
         let mut shutdown = std::pin::pin!(shutdown);
         let settings = &self.ctx.settings;
         let mut gate = Gate::new(Backoff::new(settings.backoff_initial, settings.backoff_max));
+        // Requests in flight (at most `max_concurrency`), and the outbox writes their answers
+        // called for (deletes after a 2xx, quarantines), which wait for a group commit. A key
+        // stays busy until its write has committed, so the next event of a call is never sent
+        // before the one before it is gone; but the request's slot is free as soon as the
+        // answer came, so delivery is not held to one commit per `max_concurrency` events.
         let mut in_flight: JoinSet<Attempt> = JoinSet::new();
+        let mut writing: JoinSet<(String, Result<(), OutboxError>)> = JoinSet::new();
         let mut keys: HashSet<String> = HashSet::new();
         let max = settings.max_concurrency;
+        // Whether the outbox may hold ready heads we have not fetched.
+        let mut stale = true;
         loop {
             let now = now_ms();
             let permit = gate.permit(now);
@@ -229,18 +236,16 @@ impl Forwarder {
             if let Permit::WaitUntil(until) = permit {
                 wake = wake.min(until);
             }
-            if room > 0 {
-                let heads = self.ctx.outbox.ready_heads(now, room + keys.len()).await?;
-                let mut started = 0;
+            if room > 0 && stale {
+                let busy = Arc::new(keys.clone());
+                let heads = self.ctx.outbox.ready_heads_except(now, room, busy).await?;
+                let started = heads.len();
                 for event in heads {
-                    if started == room {
-                        break;
-                    }
-                    if keys.insert(event.order_key.clone()) {
-                        in_flight.spawn(attempt(Arc::clone(&self.ctx), event));
-                        started += 1;
-                    }
+                    keys.insert(event.order_key.clone());
+                    in_flight.spawn(attempt(Arc::clone(&self.ctx), event));
                 }
+                // Fewer than asked: nothing more is ready until something changes.
+                stale = started == room;
                 if started < room
                     && let Some(due) = self.ctx.outbox.next_due_ms().await?
                     && due > now
@@ -255,28 +260,63 @@ impl Forwarder {
                     let mut next = Some(joined);
                     while let Some(joined) = next {
                         // A panicked attempt task leaves its event pending: resent later.
-                        if let Ok(done) = joined {
-                            keys.remove(&done.event.order_key);
-                            self.settle(&mut gate, done).await?;
+                        match joined {
+                            Ok(done) => self.settle(&mut gate, done, &mut writing, &mut keys).await?,
+                            Err(e) => tracing::warn!(error = %e, "A delivery attempt failed; its event is sent again after a restart"),
                         }
                         next = in_flight.try_join_next();
                     }
                 }
-                () = self.ctx.outbox.appended() => {}
-                () = sleep => {}
+                Some(joined) = writing.join_next(), if !writing.is_empty() => {
+                    let mut next = Some(joined);
+                    while let Some(joined) = next {
+                        if let Ok((key, written)) = joined {
+                            keys.remove(&key);
+                            stale = true;
+                            if let Err(e) = written {
+                                if e.is_fatal() {
+                                    return Err(e.into());
+                                }
+                                tracing::warn!(order_key = key, error = %e, "Could not record a delivery outcome; the event will be sent again");
+                            }
+                        }
+                        next = writing.try_join_next();
+                    }
+                }
+                () = self.ctx.outbox.appended() => stale = true,
+                () = sleep => stale = true,
             }
         }
         in_flight.shutdown().await;
+        // The writes already queued commit with the writer's next group; waiting for them
+        // saves resending their events after the restart.
+        while writing.join_next().await.is_some() {}
         Ok(())
     }
 
-    /// Updates the gate and the status after an attempt; records a retry in the outbox.
-    async fn settle(&self, gate: &mut Gate, done: Attempt) -> Result<(), ForwarderError> {
-        if let Err(e) = done.written {
-            if e.is_fatal() {
-                return Err(e.into());
+    /// Updates the gate and the status after an attempt; queues the outbox write its answer
+    /// calls for (delete, quarantine) in `writing`, or records a retry before returning; a
+    /// key is released from `keys` once nothing of its head is pending any more.
+    async fn settle(
+        &self,
+        gate: &mut Gate,
+        done: Attempt,
+        writing: &mut JoinSet<(String, Result<(), OutboxError>)>,
+        keys: &mut HashSet<String>,
+    ) -> Result<(), ForwarderError> {
+        let outbox = self.ctx.outbox.clone();
+        let (id, key) = (done.event.id.clone(), done.event.order_key.clone());
+        match done.verdict {
+            Verdict::Delivered => {
+                writing.spawn(async move { (key, outbox.delivered(&id).await.map(drop)) });
             }
-            tracing::warn!(event_id = done.event.id, error = %e, "Could not record a delivery outcome; the event will be sent again");
+            Verdict::Reject => {
+                let (status, error) = (done.status, done.error.clone());
+                writing.spawn(async move { (key, outbox.quarantine(&id, status, &error).await.map(drop)) });
+            }
+            Verdict::Retry { .. } | Verdict::Gone => {
+                keys.remove(&key);
+            }
         }
         let now = now_ms();
         let id = done.event.id.as_str();
@@ -360,8 +400,7 @@ impl Forwarder {
     }
 }
 
-/// Sends one event and does the outbox write its answer calls for (delete or quarantine),
-/// so those writes from concurrent attempts share group commits.
+/// Sends one event and classifies the answer.
 async fn attempt(ctx: Arc<Ctx>, event: PendingEvent) -> Attempt {
     let settings = &ctx.settings;
     let timestamp = listener_kit::clock::now().0 / 1000;
@@ -391,12 +430,7 @@ async fn attempt(ctx: Arc<Ctx>, event: PendingEvent) -> Attempt {
         }
         Err(e) => (Verdict::Retry { retry_after: None }, None, describe(&e)),
     };
-    let written = match verdict {
-        Verdict::Delivered => ctx.outbox.delivered(&event.id).await.map(drop),
-        Verdict::Reject => ctx.outbox.quarantine(&event.id, status, &error).await.map(drop),
-        Verdict::Retry { .. } | Verdict::Gone => Ok(()),
-    };
-    Attempt { event, verdict, status, error, written }
+    Attempt { event, verdict, status, error }
 }
 
 /// `HTTP <status>: <start of the body>`.

@@ -45,6 +45,7 @@ mod schema;
 mod store;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -264,7 +265,19 @@ impl Outbox {
     /// next attempt is due, oldest first. Damaged rows met on the way are moved to the
     /// quarantine (counted, logged) and left out.
     pub async fn ready_heads(&self, now_ms: u64, limit: usize) -> Result<Vec<PendingEvent>, OutboxError> {
-        let (ready, damage) = self.read(move |conn| store::ready_heads(conn, now_ms, limit)).await?;
+        self.ready_heads_except(now_ms, limit, Arc::new(HashSet::new())).await
+    }
+
+    /// [`Outbox::ready_heads`] without the heads of the keys in `busy` (the forwarder's keys
+    /// in flight): they are skipped in the index, their events never read.
+    pub async fn ready_heads_except(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        busy: Arc<HashSet<String>>,
+    ) -> Result<Vec<PendingEvent>, OutboxError> {
+        let (ready, damage) =
+            self.read(move |conn| store::ready_heads(conn, now_ms, limit, &|key| busy.contains(key))).await?;
         for damage in damage {
             match damage {
                 Damage::Row { seq, detail } => {

@@ -218,3 +218,14 @@ async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
         .context("the admin endpoint did not answer within 10 s")??;
     text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).context("no HTTP body")
 }
+
+impl Drop for Daemon {
+    /// A run that fails half-way must not leave a daemon behind.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+        self.reader.abort();
+    }
+}

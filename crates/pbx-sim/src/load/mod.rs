@@ -115,7 +115,8 @@ pub struct Args {
     /// The outbox cap, bytes.
     #[arg(long, default_value_t = 2 << 30)]
     pub max_bytes: u64,
-    /// TOML appended to the daemon's configuration (sections it does not set otherwise).
+    /// TOML for the daemon's configuration: lines before the first section header go into
+    /// `[platform]`, the rest is appended (a `[correlation]` section replaces the run's own).
     #[arg(long, default_value = "")]
     pub config_extra: String,
     /// The longest wait for the outbox to drain at the end, in seconds.
@@ -566,12 +567,17 @@ async fn run_with<D: PbxDriver>(args: &Args, driver: D) -> anyhow::Result<Report
         "[account]\nid = \"9539ee93-64c8-802b-360b-c6f2f7cf2507\"\nname = \"Load\"\n\n[numbers]\ndefault_region = \"GB\"\n\n\
          [[pbx]]\nname = \"sim\"\ntype = \"{ty}\"\n{keys}\n\
          [platform]\nurl = \"{url}\"\nsigning_secret_files = [\"platform-secret\"]\nbackoff_initial_ms = 200\nbackoff_max_secs = 2\n{platform_extra}\n\
-         [correlation]\nwait_for_leg_ms = 0\nnumber_window_ms = 0\n\n\
+         {correlation}\
          [outbox]\ndata_dir = {data:?}\nmax_bytes = {max}\n\n[admin]\nlisten = \"{admin}\"\n\n[log]\nlevel = \"warn\"\n\n{extra}\n",
         ty = driver.pbx_type(),
         keys = driver.pbx_keys(&dir)?,
         url = platform_url,
         platform_extra = platform_extra(&args.config_extra),
+        correlation = if args.config_extra.contains("[correlation]") {
+            ""
+        } else {
+            "[correlation]\nwait_for_leg_ms = 0\nnumber_window_ms = 0\n\n"
+        },
         data = data_dir.display().to_string(),
         max = args.max_bytes,
         extra = strip_platform_extra(&args.config_extra),
