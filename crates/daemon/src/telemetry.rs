@@ -74,6 +74,12 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     ("pbx_listener_outbox_dropped_events_total", Counter, "Events dropped at the outbox cap, by the when_full policy."),
     ("pbx_listener_outbox_corrupt_events_total", Counter, "Unreadable outbox rows moved to the quarantine."),
     ("pbx_listener_outbox_commit_errors_total", Counter, "Outbox commits that failed."),
+    (
+        "pbx_listener_outbox_disk_full",
+        Gauge,
+        "1 while the outbox's filesystem is full and no event is accepted; 0 otherwise.",
+    ),
+    ("pbx_listener_outbox_disk_full_total", Counter, "Outbox commits refused because the filesystem was full."),
     ("pbx_listener_outbox_pending_events", Gauge, "Events waiting for delivery."),
     ("pbx_listener_outbox_pending_bytes", Gauge, "Bytes of the events waiting for delivery."),
     (

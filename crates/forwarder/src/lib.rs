@@ -308,11 +308,17 @@ impl Forwarder {
         let (id, key) = (done.event.id.clone(), done.event.order_key.clone());
         match done.verdict {
             Verdict::Delivered => {
-                writing.spawn(async move { (key, outbox.delivered(&id).await.map(drop)) });
+                writing.spawn(async move {
+                    let written = until_disk_has_space(|| outbox.delivered(&id)).await;
+                    (key, written.map(drop))
+                });
             }
             Verdict::Reject => {
                 let (status, error) = (done.status, done.error.clone());
-                writing.spawn(async move { (key, outbox.quarantine(&id, status, &error).await.map(drop)) });
+                writing.spawn(async move {
+                    let written = until_disk_has_space(|| outbox.quarantine(&id, status, &error)).await;
+                    (key, written.map(drop))
+                });
             }
             Verdict::Retry { .. } | Verdict::Gone => {
                 keys.remove(&key);
@@ -431,6 +437,23 @@ async fn attempt(ctx: Arc<Ctx>, event: PendingEvent) -> Attempt {
         Err(e) => (Verdict::Retry { retry_after: None }, None, describe(&e)),
     };
     Attempt { event, verdict, status, error }
+}
+
+/// Retries an outbox write while the outbox's disk is full. The event was delivered (or
+/// rejected): releasing its key before the write commits would send it again, in a loop, for
+/// as long as the disk stays full; so the key stays busy and the write waits for space.
+async fn until_disk_has_space<F, Fut>(mut write: F) -> Result<bool, OutboxError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, OutboxError>>,
+{
+    let mut backoff = listener_kit::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        match write().await {
+            Err(OutboxError::DiskFull) => tokio::time::sleep(backoff.next_delay(rand::random::<f64>())).await,
+            other => return other,
+        }
+    }
 }
 
 /// `HTTP <status>: <start of the body>`.

@@ -182,8 +182,9 @@ impl Outbox {
     /// the filesystem, or when the file's schema is newer than this build. A file that SQLite
     /// cannot read is moved aside (`<path>.corrupt-<ms>`) and a new outbox started.
     pub fn open(path: &Path, config: OutboxConfig) -> Result<Outbox, OpenError> {
-        let (mut conn, opened) = db::open_for_daemon(path, config.max_bytes)?;
-        db::reconcile(&mut conn, path)?;
+        // The derived state is healed by the writer's first transaction (writer.rs), not here:
+        // start-up must not read every queued event.
+        let (conn, opened) = db::open_for_daemon(path, config.max_bytes)?;
         if opened.migrated_from != SCHEMA_VERSION {
             tracing::info!(
                 path = %path.display(),
