@@ -3,6 +3,7 @@
 //! error exits 78 (EX_CONFIG), as systemd and `check-config` users expect.
 
 mod admin;
+mod admission;
 mod admin_client;
 mod cli;
 mod config;

@@ -56,6 +56,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let forwarder_stop = CancellationToken::new();
     let status_task = tokio::spawn(watch_delivery(forwarder.status(), health.clone()));
     let (delivery_status, last_failure) = (forwarder.status(), forwarder.last_failure());
+    let admission_status = forwarder.status();
     let mut forwarder_task = tokio::spawn({
         let stop = forwarder_stop.clone();
         async move { forwarder.run(stop.cancelled_owned()).await }
@@ -140,7 +141,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let cores = Cores::new(NumberCache::new(config.numbers.clone(), NUMBER_CACHE), correlator, lifecycle);
     let inputs = Inputs { adapters: rx, legs: legs_rx };
     let mut pipeline_task = tokio::spawn({
-        let mut sink = TapSink { inner: OutboxSink { outbox: outbox.clone() }, tap, board };
+        let inner = OutboxSink { delivery: Some(admission_status), ..OutboxSink::new(outbox.clone()) };
+        let mut sink = TapSink { inner, tap, board };
         async move { pipeline::run(inputs, cores, &mut sink, &mut Watchdog::from_env()).await }
     });
     health.update(|h| h.pipeline = Check::ok("running"));

@@ -7,11 +7,14 @@ use std::time::Duration;
 use anyhow::Context;
 use listener_core::{OutgoingEvent, StateChange};
 use listener_kit::Backoff;
+use forwarder::{DeliveryState, DeliveryStatus};
 use outbox::{NewEvent, Outbox, OutboxError};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use listener_kit::clock::now;
 
+use crate::admission::Admission;
 use crate::notify::Watchdog;
 use crate::pipeline::EventSink;
 
@@ -19,7 +22,40 @@ use crate::pipeline::EventSink;
 pub struct OutboxSink {
     /// The outbox.
     pub outbox: Outbox,
+    /// Whether delivery is healthy, for [`Admission`]; `None`: nothing is held back (the demo).
+    pub delivery: Option<watch::Receiver<DeliveryStatus>>,
+    /// Holds batches back while a healthy delivery falls behind (see `admission.rs`).
+    pub admission: Admission,
 }
+
+impl OutboxSink {
+    /// A sink that never holds a batch back.
+    pub fn new(outbox: Outbox) -> OutboxSink {
+        OutboxSink { outbox, delivery: None, admission: Admission::default() }
+    }
+
+    /// Waits while [`Admission`] holds the next batch back (feeding the watchdog meanwhile).
+    async fn admit(&mut self) {
+        let Some(delivery) = &self.delivery else { return };
+        let mut watchdog = None;
+        let mut held = false;
+        loop {
+            let delivering = matches!(delivery.borrow().state, DeliveryState::Delivering);
+            if self.admission.admits(delivering, self.outbox.pending_events()) {
+                break;
+            }
+            if !held {
+                held = true;
+                metrics::counter!("pbx_listener_pipeline_held_batches_total").increment(1);
+            }
+            watchdog.get_or_insert_with(Watchdog::from_env).tick();
+            tokio::time::sleep(ADMISSION_POLL).await;
+        }
+    }
+}
+
+/// How often a held batch looks again.
+const ADMISSION_POLL: Duration = Duration::from_millis(5);
 
 /// The waits between two tries of a batch the outbox refused because its disk is full.
 const DISK_FULL_RETRY_MIN: Duration = Duration::from_millis(100);
@@ -27,6 +63,7 @@ const DISK_FULL_RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl EventSink for OutboxSink {
     async fn accept(&mut self, events: Vec<OutgoingEvent>, state: Vec<StateChange>) -> anyhow::Result<()> {
+        self.admit().await;
         let created = now().0;
         let mut rows = Vec::with_capacity(events.len());
         for e in &events {

@@ -67,6 +67,11 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     ("pbx_listener_correlation_legs", Gauge, "Legs known now."),
     ("pbx_listener_correlation_waiting_calls", Gauge, "PBX calls waiting for their leg now."),
     // Outbox.
+    (
+        "pbx_listener_pipeline_held_batches_total",
+        Counter,
+        "Batches the pipeline held back because a healthy delivery fell behind (backpressure to the PBX links).",
+    ),
     ("pbx_listener_outbox_commits_total", Counter, "Outbox transactions committed (group commits)."),
     ("pbx_listener_outbox_appended_events_total", Counter, "Events accepted into the outbox."),
     ("pbx_listener_outbox_removed_events_total", Counter, "Events removed from the outbox, by reason."),

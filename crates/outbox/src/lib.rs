@@ -315,6 +315,11 @@ impl Outbox {
         self.inner.notify.notified().await;
     }
 
+    /// Events pending after the writer's last commit (no query: the writer keeps it).
+    pub fn pending_events(&self) -> u64 {
+        self.inner.counters.pending.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Commits and requests served by the writer since open.
     pub fn writer_stats(&self) -> WriterStats {
         use std::sync::atomic::Ordering::Relaxed;

@@ -53,6 +53,8 @@ pub(crate) struct Request {
 pub(crate) struct WriterCounters {
     pub commits: AtomicU64,
     pub requests: AtomicU64,
+    /// Events pending after the last commit.
+    pub pending: AtomicU64,
 }
 
 /// Runs the writer until every sender is gone. Its first transaction heals what can be derived
@@ -67,7 +69,10 @@ pub(crate) fn run(
 ) {
     let mut poisoned = false;
     match reconcile(&mut conn) {
-        Ok(totals) => events::Reconciled { totals: &totals }.emit(),
+        Ok(totals) => {
+            counters.pending.store(u64::try_from(totals.pending_events).unwrap_or(0), Ordering::Relaxed);
+            events::Reconciled { totals: &totals }.emit();
+        }
         Err(error) => {
             // The same failure a commit would have: the daemon exits and systemd restarts it.
             poisoned = true;
@@ -203,6 +208,7 @@ fn commit_group(
     // resolved sees its own commit.
     counters.commits.fetch_add(1, Ordering::Relaxed);
     counters.requests.fetch_add(group.len() as u64, Ordering::Relaxed);
+    counters.pending.store(u64::try_from(totals.pending_events).unwrap_or(0), Ordering::Relaxed);
     for (request, result) in group.drain(..).zip(results) {
         // The caller may have stopped waiting; the write stands either way.
         let _ = request.reply.send(result);
