@@ -44,7 +44,7 @@ fn platform_down_then_back_loses_nothing() {
 #[test]
 fn retry_after_on_429_and_503_is_honoured_and_loses_nothing() {
     let mut a = args();
-    a.platform_script = Some("429:retry-after=1*2,503:retry-after=1*2".into());
+    a.platform_script = Some("429*2:retry-after=1,503*2:retry-after=1".into());
     a.platform_script_at = 2;
     let report = run(&a);
     let refused = &report.conservation.refused;
@@ -56,7 +56,7 @@ fn a_platform_that_never_answers_times_out_and_loses_nothing() {
     let mut a = args();
     // Lines before a section header go into [platform].
     a.config_extra = "timeout_secs = 1\n".into();
-    a.platform_script = Some("200:delay-ms=600000*3".into());
+    a.platform_script = Some("200*3:delay-ms=600000".into());
     a.platform_script_at = 2;
     run(&a);
 }

@@ -88,7 +88,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_window)]
     pub platform_down: Option<(u64, u64)>,
     /// Platform answers with this script from `--platform-script-at` seconds (e.g.
-    /// `429:retry-after=2*3,503:retry-after=1*3`, or `200:delay-ms=600000*5` for a platform
+    /// `429*3:retry-after=2,503*3:retry-after=1`, or `200*5:delay-ms=600000` for a platform
     /// that never answers).
     #[arg(long)]
     pub platform_script: Option<String>,
