@@ -945,7 +945,7 @@ fn tracked_state_does_not_grow_after_calls_end() {
             c.handle_signal(UnixMillis(now), signal(n, CallChange::Connected, now));
             c.handle_signal(UnixMillis(now + 1), signal(n, CallChange::Ended, now + 1));
             n += 1;
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 now += 1;
                 while let Some(t) = c.poll_timeout().filter(|t| t.0 <= now) {
                     c.handle_timeout(t);

@@ -3,8 +3,8 @@
 //! error exits 78 (EX_CONFIG), as systemd and `check-config` users expect.
 
 mod admin;
-mod admission;
 mod admin_client;
+mod admission;
 mod cli;
 mod config;
 mod demo;

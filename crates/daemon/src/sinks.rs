@@ -5,9 +5,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
+use forwarder::{DeliveryState, DeliveryStatus};
 use listener_core::{OutgoingEvent, StateChange};
 use listener_kit::Backoff;
-use forwarder::{DeliveryState, DeliveryStatus};
 use outbox::{NewEvent, Outbox, OutboxError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

@@ -60,7 +60,13 @@ impl ProcSample {
 
 impl Daemon {
     /// Starts `binary run --config config` and waits (at most `limit`) for READY=1.
-    pub async fn start(binary: &Path, config: &Path, admin: &str, log: &Path, limit: Duration) -> anyhow::Result<Daemon> {
+    pub async fn start(
+        binary: &Path,
+        config: &Path,
+        admin: &str,
+        log: &Path,
+        limit: Duration,
+    ) -> anyhow::Result<Daemon> {
         let dir = config.parent().context("the configuration's directory")?;
         let socket_path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&socket_path);
@@ -209,9 +215,7 @@ pub fn outbox_stats(binary: &Path, config: &Path) -> anyhow::Result<serde_json::
 /// A plain HTTP/1.1 GET on loopback; the body.
 async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
     let mut text = String::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text))
         .await

@@ -78,7 +78,12 @@ impl AvayaR11Driver {
         let sim = AvayaSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), SimConfig::fast(USER, &password))
             .await
             .context("starting the DevLink3 simulator")?;
-        Ok(AvayaR11Driver { sim: Arc::new(sim), scenario: scenario.to_owned(), numbering: std::sync::Mutex::new(Numbering::default()), password })
+        Ok(AvayaR11Driver {
+            sim: Arc::new(sim),
+            scenario: scenario.to_owned(),
+            numbering: std::sync::Mutex::new(Numbering::default()),
+            password,
+        })
     }
 
     /// The simulator.
@@ -119,9 +124,8 @@ impl PbxDriver for AvayaR11Driver {
 
     fn plan(&self, n: u64) -> AvayaCall {
         // Checked in `start`.
-        let scenario = Scenario::named(&self.scenario, 1 + 2 * n).unwrap_or(Scenario::HuntGroupAnswer(
-            crate::avaya_r11::CallSpec::numbered(1 + 2 * n),
-        ));
+        let scenario = Scenario::named(&self.scenario, 1 + 2 * n)
+            .unwrap_or(Scenario::HuntGroupAnswer(crate::avaya_r11::CallSpec::numbered(1 + 2 * n)));
         let steps = script(&scenario, &mut self.numbering.lock().unwrap_or_else(|p| p.into_inner()));
         let mut ids: Vec<String> = Vec::new();
         let mut phases = vec![Vec::new()];

@@ -84,7 +84,8 @@ pub fn http_ceiling(
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .with_context(|| format!("no Requests/sec in wrk's output: {text}"))?;
-    let non2xx: u64 = text.lines().find_map(|l| l.strip_prefix("non2xx ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let non2xx: u64 =
+        text.lines().find_map(|l| l.strip_prefix("non2xx ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     if non2xx > 0 {
         bail!("the receiver refused {non2xx} of wrk's signed requests: {text}");
     }

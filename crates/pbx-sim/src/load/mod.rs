@@ -155,7 +155,8 @@ pub async fn run_cli(args: Args) -> anyhow::Result<()> {
     let report = run(&args).await?;
     print!("{}", report.text());
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if !report.conservation.ok() {
         bail!("the conservation check failed");
@@ -395,15 +396,25 @@ fn default_daemon() -> anyhow::Result<PathBuf> {
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn machine() -> Machine {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_default();
-    let date = Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     Machine {
         nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu,
@@ -596,7 +607,8 @@ async fn run_with<D: PbxDriver>(args: &Args, driver: D) -> anyhow::Result<Report
     let (idle_tx, idle_rx) = watch::channel(false);
     let progress = Arc::new(Mutex::new(Progress::default()));
     let driver = Arc::new(driver);
-    let scheduler = tokio::spawn(schedule(Arc::clone(&driver), pace_rx, Arc::clone(&sent), Arc::clone(&progress), idle_rx));
+    let scheduler =
+        tokio::spawn(schedule(Arc::clone(&driver), pace_rx, Arc::clone(&sent), Arc::clone(&progress), idle_rx));
     let call_secs = |rate: f64| args.live_calls.map_or(args.call_secs, |live| live as f64 / rate.max(0.001));
     let mut links = 1u64;
     let mut faults = Vec::new();
@@ -605,7 +617,11 @@ async fn run_with<D: PbxDriver>(args: &Args, driver: D) -> anyhow::Result<Report
     let (mut ready_queued_ms, mut queued, mut rss_after_fill_kib) = (None, None, None);
     if args.queue > 0 {
         set_script(&platform, "503*4000000000")?;
-        pace_tx.send_replace(Pace { calls_per_sec: args.fill_calls_per_sec, call_secs: call_secs(args.fill_calls_per_sec), paused: false });
+        pace_tx.send_replace(Pace {
+            calls_per_sec: args.fill_calls_per_sec,
+            call_secs: call_secs(args.fill_calls_per_sec),
+            paused: false,
+        });
         let deadline = Instant::now() + Duration::from_secs(3600);
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -637,7 +653,11 @@ async fn run_with<D: PbxDriver>(args: &Args, driver: D) -> anyhow::Result<Report
     // The measured stage.
     set_script(&platform, "")?;
     let stage = Instant::now();
-    pace_tx.send_replace(Pace { calls_per_sec: args.calls_per_sec, call_secs: call_secs(args.calls_per_sec), paused: false });
+    pace_tx.send_replace(Pace {
+        calls_per_sec: args.calls_per_sec,
+        call_secs: call_secs(args.calls_per_sec),
+        paused: false,
+    });
     let me = std::process::id();
     let sim_cpu_start = ProcSample::read(me);
     let mut samples: Vec<Sample> = Vec::new();
@@ -659,7 +679,10 @@ async fn run_with<D: PbxDriver>(args: &Args, driver: D) -> anyhow::Result<Report
         // Faults.
         if let Some((at, for_secs)) = args.platform_down {
             let (at, end) = (Duration::from_secs(at), Duration::from_secs(at + for_secs));
-            if t >= at && t < end && let Some(up) = platform.take() {
+            if t >= at
+                && t < end
+                && let Some(up) = platform.take()
+            {
                 faults.push(format!("{:.1} s: platform down (connections refused) for {for_secs} s", t.as_secs_f64()));
                 up.stop().await;
             }
@@ -705,7 +728,9 @@ async fn run_with<D: PbxDriver>(args: &Args, driver: D) -> anyhow::Result<Report
                 disk_full_seen |= m.get("pbx_listener_outbox_disk_full").copied().unwrap_or(0.0) >= 1.0;
                 links_up_while_full &= m.get("pbx_listener_pbx_link_up{pbx=\"sim\"}").copied().unwrap_or(0.0) >= 1.0;
             }
-            if t >= end && let Some(path) = filler.take() {
+            if t >= end
+                && let Some(path) = filler.take()
+            {
                 std::fs::remove_file(&path).ok();
                 faults.push(format!(
                     "{:.1} s: space back; the daemon reported the full disk: {disk_full_seen}; PBX link up throughout: {links_up_while_full}",
@@ -848,7 +873,9 @@ async fn run_with<D: PbxDriver>(args: &Args, driver: D) -> anyhow::Result<Report
         rss_slope_kib_per_min: slope(&window_samples) * 60.0,
         cpu_percent: (last.cpu_secs - first.cpu_secs) / dt * 100.0,
         sim_cpu_percent: match (sim_cpu_first, sim_cpu_end) {
-            (Some(a), Some(b)) => (b.cpu_secs - a.cpu_secs) / b.at.duration_since(a.at).as_secs_f64().max(0.001) * 100.0,
+            (Some(a), Some(b)) => {
+                (b.cpu_secs - a.cpu_secs) / b.at.duration_since(a.at).as_secs_f64().max(0.001) * 100.0
+            }
             _ => 0.0,
         },
         limits,
@@ -882,7 +909,11 @@ impl Report {
         let _ = writeln!(s, "calls started      {:.1} /s", self.calls_started_per_sec);
         let _ = writeln!(s, "events accepted    {:.0} /s", self.accepted_per_sec);
         let _ = writeln!(s, "events delivered   {:.0} /s", self.delivered_per_sec);
-        let _ = writeln!(s, "backlog            {} at the window's start, {} at its end", self.backlog_start, self.backlog_end);
+        let _ = writeln!(
+            s,
+            "backlog            {} at the window's start, {} at its end",
+            self.backlog_start, self.backlog_end
+        );
         match &self.latency {
             Some(l) => {
                 let _ = writeln!(
@@ -907,12 +938,20 @@ impl Report {
             self.rss_max_kib as f64 / 1024.0,
             self.rss_slope_kib_per_min
         );
-        let _ = writeln!(s, "daemon CPU         {:.0} % of one core (simulator + receiver: {:.0} %)", self.cpu_percent, self.sim_cpu_percent);
+        let _ = writeln!(
+            s,
+            "daemon CPU         {:.0} % of one core (simulator + receiver: {:.0} %)",
+            self.cpu_percent, self.sim_cpu_percent
+        );
         if let Some(l) = &self.limits {
             let _ = writeln!(s, "data disk          {:.0} fsyncs/s", l.fsyncs_per_sec);
             match (l.http_requests_per_sec, l.delivery_ratio) {
                 (Some(h), Some(r)) => {
-                    let _ = writeln!(s, "HTTP ceiling       {h:.0} signed requests/s (wrk, 64 connections); delivery = {:.0} % of it", r * 100.0);
+                    let _ = writeln!(
+                        s,
+                        "HTTP ceiling       {h:.0} signed requests/s (wrk, 64 connections); delivery = {:.0} % of it",
+                        r * 100.0
+                    );
                 }
                 _ => {
                     let _ = writeln!(s, "HTTP ceiling       not measured: wrk is not installed (apt-get install wrk)");
