@@ -41,6 +41,9 @@ use tokio::task::JoinSet;
 
 /// How long the loop sleeps at most when idle: it also picks up what the CLI requeued.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Deletes (or quarantines) of answered events that may wait for their commit, per request
+/// slot, before they take slots away from new requests.
+const UNCOMMITTED_PER_SLOT: usize = 4;
 /// The longest response excerpt kept with a failed attempt.
 const EXCERPT_BYTES: usize = 512;
 
@@ -226,8 +229,12 @@ impl Forwarder {
         loop {
             let now = now_ms();
             let permit = gate.permit(now);
+            // Deletes waiting for their commit bound the requests too: when the outbox commits
+            // slower than the platform answers (a large outbox on a slow disk), delivery slows
+            // to what it can record instead of piling up writes.
+            let uncommitted = writing.len().saturating_sub(UNCOMMITTED_PER_SLOT * max);
             let room = match permit {
-                Permit::All => max.saturating_sub(in_flight.len()),
+                Permit::All => max.saturating_sub(in_flight.len() + uncommitted),
                 Permit::Probe if in_flight.is_empty() => 1,
                 _ => 0,
             };
