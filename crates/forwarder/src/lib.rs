@@ -157,6 +157,15 @@ struct Ctx {
     client: reqwest::Client,
 }
 
+/// The outbox write an answer called for, done.
+struct Written {
+    key: String,
+    verdict: Verdict,
+    /// When the answer came (ms since the Unix epoch).
+    at_ms: u64,
+    result: Result<(), OutboxError>,
+}
+
 /// One finished attempt (the outbox write its answer calls for is the loop's).
 struct Attempt {
     event: PendingEvent,
@@ -221,7 +230,7 @@ impl Forwarder {
         // before the one before it is gone; but the request's slot is free as soon as the
         // answer came, so delivery is not held to one commit per `max_concurrency` events.
         let mut in_flight: JoinSet<Attempt> = JoinSet::new();
-        let mut writing: JoinSet<(String, Result<(), OutboxError>)> = JoinSet::new();
+        let mut writing: JoinSet<Written> = JoinSet::new();
         let mut keys: HashSet<String> = HashSet::new();
         let max = settings.max_concurrency;
         // Whether the outbox may hold ready heads we have not fetched.
@@ -277,14 +286,19 @@ impl Forwarder {
                 Some(joined) = writing.join_next(), if !writing.is_empty() => {
                     let mut next = Some(joined);
                     while let Some(joined) = next {
-                        if let Ok((key, written)) = joined {
+                        if let Ok(Written { key, verdict, at_ms, result }) = joined {
                             keys.remove(&key);
                             stale = true;
-                            if let Err(e) = written {
-                                if e.is_fatal() {
-                                    return Err(e.into());
-                                }
-                                tracing::warn!(order_key = key, error = %e, "Could not record a delivery outcome; the event will be sent again");
+                            match result {
+                                // Counted once recorded: a watcher that sees the new total finds
+                                // the outbox already without the event.
+                                Ok(()) if verdict == Verdict::Delivered => self.status.send_modify(|s| {
+                                    s.delivered += 1;
+                                    s.last_success_ms = Some(at_ms);
+                                }),
+                                Ok(()) => self.status.send_modify(|s| s.quarantined += 1),
+                                Err(e) if e.is_fatal() => return Err(e.into()),
+                                Err(e) => tracing::warn!(order_key = key, error = %e, "Could not record a delivery outcome; the event will be sent again"),
                             }
                         }
                         next = writing.try_join_next();
@@ -308,23 +322,24 @@ impl Forwarder {
         &self,
         gate: &mut Gate,
         done: Attempt,
-        writing: &mut JoinSet<(String, Result<(), OutboxError>)>,
+        writing: &mut JoinSet<Written>,
         keys: &mut HashSet<String>,
     ) -> Result<(), ForwarderError> {
         let outbox = self.ctx.outbox.clone();
         let (id, key) = (done.event.id.clone(), done.event.order_key.clone());
+        let (verdict, at_ms) = (done.verdict, now_ms());
         match done.verdict {
             Verdict::Delivered => {
                 writing.spawn(async move {
-                    let written = until_disk_has_space(|| outbox.delivered(&id)).await;
-                    (key, written.map(drop))
+                    let result = until_disk_has_space(|| outbox.delivered(&id)).await.map(drop);
+                    Written { key, verdict, at_ms, result }
                 });
             }
             Verdict::Reject => {
                 let (status, error) = (done.status, done.error.clone());
                 writing.spawn(async move {
-                    let written = until_disk_has_space(|| outbox.quarantine(&id, status, &error)).await;
-                    (key, written.map(drop))
+                    let result = until_disk_has_space(|| outbox.quarantine(&id, status, &error)).await.map(drop);
+                    Written { key, verdict, at_ms, result }
                 });
             }
             Verdict::Retry { .. } | Verdict::Gone => {
@@ -357,14 +372,9 @@ impl Forwarder {
                 if done.verdict == Verdict::Delivered {
                     let latency = Duration::from_millis(now.saturating_sub(done.event.created_ms));
                     events::EventDelivered { latency, now_secs: now as f64 / 1000.0 }.emit();
-                    self.status.send_modify(|s| {
-                        s.delivered += 1;
-                        s.last_success_ms = Some(now);
-                    });
                 } else {
                     events::EventQuarantined { event_id: id, status: done.status.unwrap_or(0), excerpt: &done.error }
                         .emit();
-                    self.status.send_modify(|s| s.quarantined += 1);
                 }
             }
             Verdict::Gone => {

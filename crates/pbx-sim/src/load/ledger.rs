@@ -147,7 +147,8 @@ impl Ledger {
             return None;
         }
         samples.sort_unstable();
-        let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+        // Nearest rank: the smallest sample with at least q of them at or below it.
+        let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
         Some(Latency {
             samples: samples.len() as u64,
             p50_us: at(0.50),
