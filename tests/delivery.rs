@@ -4,41 +4,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use generic_event::{GenericEvent, Status, validate_json};
-use pbx_sim::avaya_r11::{AvayaSim, Scenario, SimConfig};
-use pbx_sim::platform::{Delivery, Platform, PlatformConfig, SignatureCheck};
-use support::{Rig, SIM_PASSWORD, SIM_USER, eventually, platform_secret, run_bounded, terminate};
+use pbx_sim::avaya_r11::Scenario;
+use pbx_sim::platform::{Delivery, Platform, SignatureCheck};
+use support::{NO_CORRELATION_WAIT, Rig, SCENARIOS, Sims, eventually, run_bounded, start_sims, terminate};
 
 const LIMIT: Duration = Duration::from_secs(120);
-const LOOPBACK: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
-
-/// Correlation off: no leg is announced here, and nobody should wait for one.
-const NO_CORRELATION_WAIT: &str = "[correlation]\nwait_for_leg_ms = 0\nnumber_window_ms = 0\n";
-
-/// The scenarios each test plays once (seven PBX calls: the attended transfer makes two).
-const SCENARIOS: [&str; 6] = ["hunt-group", "hold", "park", "blind-transfer", "attended-transfer", "abandon"];
-
-struct Sims {
-    rt: tokio::runtime::Runtime,
-    pbx: Arc<AvayaSim>,
-    platform: Platform,
-}
-
-fn start_sims(script: &str) -> Sims {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let pbx = rt.block_on(AvayaSim::start(SocketAddr::from(LOOPBACK), SimConfig::fast(SIM_USER, SIM_PASSWORD)));
-    let config = PlatformConfig {
-        secrets: vec![platform_secret()],
-        script: script.parse().expect("script"),
-        ..Default::default()
-    };
-    let platform = rt.block_on(Platform::start(SocketAddr::from(LOOPBACK), config)).expect("platform");
-    Sims { rt, pbx: Arc::new(pbx.expect("DevLink3 simulator")), platform }
-}
 
 /// Plays every scenario once, after the daemon subscribed.
 fn play_all(sims: &Sims) -> tokio::task::JoinHandle<()> {

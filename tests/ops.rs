@@ -12,36 +12,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use pbx_sim::avaya_r11::{AvayaSim, Scenario, SimConfig};
-use pbx_sim::platform::{Platform, PlatformConfig};
-use support::{Rig, SIM_PASSWORD, SIM_USER, cmd, eventually, free_port, platform_secret, run_bounded, terminate};
+use pbx_sim::avaya_r11::Scenario;
+use pbx_sim::platform::Platform;
+use support::{
+    NO_CORRELATION_WAIT, Rig, SCENARIOS, Sims, cmd, eventually, free_port, run_bounded, start_sims, terminate,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
-const LOOPBACK: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
-/// No leg is announced here; nobody should wait for one.
-const NO_CORRELATION_WAIT: &str = "[correlation]\nwait_for_leg_ms = 0\nnumber_window_ms = 0\n";
-const SCENARIOS: [&str; 6] = ["hunt-group", "hold", "park", "blind-transfer", "attended-transfer", "abandon"];
-
-struct Sims {
-    rt: tokio::runtime::Runtime,
-    pbx: Arc<AvayaSim>,
-    platform: Platform,
-}
-
-fn start_sims(script: &str) -> Sims {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let pbx = rt.block_on(AvayaSim::start(SocketAddr::from(LOOPBACK), SimConfig::fast(SIM_USER, SIM_PASSWORD)));
-    let config = PlatformConfig {
-        secrets: vec![platform_secret()],
-        script: script.parse().expect("script"),
-        ..Default::default()
-    };
-    let platform = rt.block_on(Platform::start(SocketAddr::from(LOOPBACK), config)).expect("platform");
-    Sims { rt, pbx: Arc::new(pbx.expect("DevLink3 simulator")), platform }
-}
 
 /// Plays the named scenarios once each, numbering calls from `first`.
 fn play(sims: &Sims, names: &'static [&'static str], first: u64) -> tokio::task::JoinHandle<()> {
@@ -340,7 +319,14 @@ fn alert_rules_pass_promtool_and_fire_as_tested() {
 #[test]
 fn the_dashboard_and_rules_use_only_metrics_the_daemon_has() {
     let root = support::root();
-    let catalogue = std::fs::read_to_string(root.join("crates/daemon/src/telemetry.rs")).expect("telemetry.rs");
+    // The daemon's own catalogue and each PBX type's (`PbxKind::metrics`, in its events.rs).
+    let mut catalogue = std::fs::read_to_string(root.join("crates/daemon/src/telemetry.rs")).expect("telemetry.rs");
+    for entry in std::fs::read_dir(root.join("crates")).expect("crates") {
+        let events = entry.expect("entry").path().join("src/events.rs");
+        if events.to_string_lossy().contains("/adapter-") {
+            catalogue.push_str(&std::fs::read_to_string(&events).unwrap_or_default());
+        }
+    }
     let dashboard = std::fs::read_to_string(root.join("deploy/grafana-dashboard.json")).expect("dashboard");
     let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
     assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 8), "panels");
@@ -348,7 +334,10 @@ fn the_dashboard_and_rules_use_only_metrics_the_daemon_has() {
     let names: Vec<String> = metric_names(&dashboard).into_iter().chain(metric_names(&rules)).collect();
     assert!(names.len() > 10, "{names:?}");
     for name in names {
-        assert!(catalogue.contains(&format!("\"{name}\"")), "{name} is not a metric of the daemon (telemetry.rs)");
+        assert!(
+            catalogue.contains(&format!("\"{name}\"")),
+            "{name} is not a metric of the daemon (telemetry.rs, or an adapter's METRICS)"
+        );
     }
 }
 
@@ -395,4 +384,40 @@ fn systemd_notifications_reach_a_notify_socket() {
     receive_until(&mut messages, "STOPPING=1", &|m| m.iter().any(|x| x.lines().any(|l| l == "STOPPING=1")));
     let status = support::wait_bounded(&mut daemon, LIMIT).status;
     assert!(status.success(), "{status}: {}", rig.log("run"));
+}
+
+/// DESIGN §7: every listener is bounded. Connections that open the admin endpoint and say
+/// nothing hold it at most until the head deadline: a client behind them is still answered,
+/// and the silent ones are closed by the daemon.
+#[test]
+fn silent_connections_cannot_hold_the_admin_endpoint() {
+    use std::io::{Read, Write};
+    let sims = start_sims("");
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let rig = Rig::with_admin(sims.pbx.addr(), &url(&sims.platform), NO_CORRELATION_WAIT, admin_port);
+    let mut daemon = rig.spawn("run");
+    eventually(LIMIT, "the admin endpoint", || support::http_get(&admin, "/health/live"));
+    // More silent connections than the endpoint serves at once (32).
+    let silent: Vec<std::net::TcpStream> =
+        (0..40).map(|_| std::net::TcpStream::connect(&admin).expect("connect")).collect();
+    // A real request behind them is answered (once a head deadline frees a place).
+    let mut client = std::net::TcpStream::connect(&admin).expect("connect");
+    client.set_read_timeout(Some(LIMIT)).unwrap();
+    write!(client, "GET /health/live HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The silent connections that held the places were closed by the daemon, unanswered.
+    for mut s in silent.into_iter().take(32) {
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut buf = Vec::new();
+        // End of stream, or a reset: closed either way; a read timeout would mean it was kept.
+        if let Err(e) = s.read_to_end(&mut buf) {
+            let kept = matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+            assert!(!kept, "a silent connection was kept open: {e}");
+        }
+        assert!(buf.is_empty(), "a silent client got an answer: {:?}", String::from_utf8_lossy(&buf));
+    }
+    assert!(terminate(&mut daemon, LIMIT).success(), "{}", rig.log("run"));
 }

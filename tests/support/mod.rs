@@ -223,3 +223,39 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     stream.read_to_string(&mut text).ok()?;
     text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
 }
+
+/// The loopback address with a port the OS picks.
+pub const LOOPBACK: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
+
+/// No leg is announced in these suites; nobody should wait for one.
+pub const NO_CORRELATION_WAIT: &str = "[correlation]\nwait_for_leg_ms = 0\nnumber_window_ms = 0\n";
+
+/// The scenarios a suite plays once each (seven PBX calls: the attended transfer makes two).
+pub const SCENARIOS: [&str; 6] = ["hunt-group", "hold", "park", "blind-transfer", "attended-transfer", "abandon"];
+
+/// A DevLink3 simulator and a platform receiver on their own runtime (the suites are
+/// synchronous: they drive the binary as a process).
+pub struct Sims {
+    /// Runs the simulators.
+    pub rt: tokio::runtime::Runtime,
+    /// The simulated IP Office.
+    pub pbx: std::sync::Arc<pbx_sim::avaya_r11::AvayaSim>,
+    /// The simulated platform.
+    pub platform: pbx_sim::platform::Platform,
+}
+
+/// Starts the simulators; the platform answers as `script` says.
+pub fn start_sims(script: &str) -> Sims {
+    use pbx_sim::avaya_r11::{AvayaSim, SimConfig};
+    use pbx_sim::platform::{Platform, PlatformConfig};
+    use std::net::SocketAddr;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let pbx = rt.block_on(AvayaSim::start(SocketAddr::from(LOOPBACK), SimConfig::fast(SIM_USER, SIM_PASSWORD)));
+    let config = PlatformConfig {
+        secrets: vec![platform_secret()],
+        script: script.parse().expect("script"),
+        ..Default::default()
+    };
+    let platform = rt.block_on(Platform::start(SocketAddr::from(LOOPBACK), config)).expect("platform");
+    Sims { rt, pbx: std::sync::Arc::new(pbx.expect("DevLink3 simulator")), platform }
+}

@@ -5,12 +5,50 @@
 //! Per-record warnings are rate-limited ([`LogGate`], time passed in by the sans-IO link) to
 //! one per second per event type; the log line says how many were suppressed in between.
 
-use listener_core::UnixMillis;
+use listener_core::{MetricDescription, UnixMillis};
 use listener_kit::LogGate;
 use metrics::counter;
 use tracing::{debug, error, info, warn};
 
 use crate::tracker::SnapshotSummary;
+
+/// Every metric this adapter emits, for the daemon's `/metrics` descriptions.
+pub const METRICS: &[MetricDescription] = &[
+    MetricDescription::counter(
+        "pbx_listener_devlink_connection_attempts_total",
+        "DevLink3 connection attempts, by pbx.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_devlink_subscriptions_total",
+        "DevLink3 event subscriptions established, by pbx.",
+    ),
+    MetricDescription::counter("pbx_listener_devlink_link_down_total", "DevLink3 links lost, by pbx and kind."),
+    MetricDescription::counter(
+        "pbx_listener_devlink_auth_failures_total",
+        "DevLink3 logins the IP Office refused, by pbx.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_devlink_keepalive_timeouts_total",
+        "DevLink3 links declared dead after silence, by pbx.",
+    ),
+    MetricDescription::counter("pbx_listener_devlink_frames_received_total", "DevLink3 frames received, by pbx."),
+    MetricDescription::counter(
+        "pbx_listener_devlink_garbage_bytes_total",
+        "Bytes skipped to resynchronise DevLink3 framing, by pbx.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_devlink_records_malformed_total",
+        "DevLink3 records that could not be read, by pbx and kind.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_devlink_records_received_total",
+        "DevLink3 event records received, by pbx and kind.",
+    ),
+    MetricDescription::counter(
+        "pbx_listener_devlink_resyncs_total",
+        "DevLink3 call snapshots taken after (re)connecting, by pbx.",
+    ),
+];
 
 /// Connecting to the PBX.
 pub struct DevLinkConnecting<'a> {

@@ -1,6 +1,6 @@
 //! [`AvayaR11`]: this crate as a [`PbxKind`], the daemon's one entry for `type = "avaya-r11"`.
 
-use listener_core::{Adapter, AdapterState, LoadContext, PbxId, PbxKind, PbxType, SettingErrors};
+use listener_core::{Adapter, AdapterState, LoadContext, MetricDescription, PbxId, PbxKind, PbxType, SettingErrors};
 
 use crate::client::DevLink3Adapter;
 use crate::config::{Config, LoadedConfig};
@@ -35,5 +35,9 @@ impl PbxKind for AvayaR11 {
 
     fn build(pbx: PbxId, settings: LoadedConfig, _state: AdapterState) -> Box<dyn Adapter> {
         Box::new(DevLink3Adapter::new(pbx, settings))
+    }
+
+    fn metrics() -> &'static [MetricDescription] {
+        crate::events::METRICS
     }
 }

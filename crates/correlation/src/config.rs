@@ -31,13 +31,21 @@ pub struct CorrelationConfig {
     /// leg whose start could fall into the window has been seen by then (assuming prompt
     /// delivery). `0` turns number matching off. Default 2000.
     pub number_window_ms: u64,
+    /// How far a PBX's clock may be off ours, in milliseconds, for calls reported after the
+    /// fact (SMDR, CDR: `listener_core::AFTER_THE_FACT_SOURCES`), whose only times are the
+    /// PBX's: their number matching window is `number_window_ms` plus this. 0 to 300000;
+    /// default 5000.
+    pub clock_skew_ms: u64,
     /// How long a leg that never ended is kept after its last update, in seconds (a lost BYE
     /// or a lost `completed` must not keep it forever). Default 7200.
     pub leg_ttl_secs: u64,
     /// How long an ended leg is kept, in seconds, so that a PBX call reported late can still
     /// find it. Default 60. After that its callSid and Call-ID are remembered for
     /// `leg_ttl_secs` more (at most `max_legs` of them), so that a replayed or late update about
-    /// it does not bring it back: an ended leg never comes back.
+    /// it does not bring it back: an ended leg never comes back. SMDR reports a call when it
+    /// ends, so 60 s covers it while the SMDR link is up; to match calls the IP Office replays
+    /// after an SMDR outage, keep legs as long as such an outage may last (`max_legs` bounds
+    /// the memory).
     pub ended_leg_keep_secs: u64,
     /// How long a PBX call's binding is kept after its last signal, in seconds. Transfers,
     /// parks and pickups keep the PBX call id, so the binding follows them as long as the call
@@ -116,6 +124,7 @@ impl Default for CorrelationConfig {
             unmatched: UnmatchedPolicy::Forward,
             wait_for_leg_ms: 6_000,
             number_window_ms: 2_000,
+            clock_skew_ms: 5_000,
             leg_ttl_secs: 7_200,
             ended_leg_keep_secs: 60,
             call_ttl_secs: 43_200,
@@ -154,7 +163,21 @@ pub enum CorrelationConfigError {
         /// Which groups it needs.
         needs: &'static str,
     },
-    /// Two settings contradict each other, or one is out of range.
+    /// A number is outside its range.
+    #[error("must be between {min} and {max} {unit}, not {value}")]
+    OutOfRange {
+        /// The key.
+        key: &'static str,
+        /// What it says.
+        value: u64,
+        /// The least allowed.
+        min: u64,
+        /// The most allowed.
+        max: u64,
+        /// What it counts.
+        unit: &'static str,
+    },
+    /// Two settings contradict each other.
     #[error("{reason}")]
     Invalid {
         /// The key.
@@ -170,6 +193,7 @@ impl CorrelationConfigError {
         match self {
             CorrelationConfigError::InvalidPattern { key, .. }
             | CorrelationConfigError::MissingGroup { key, .. }
+            | CorrelationConfigError::OutOfRange { key, .. }
             | CorrelationConfigError::Invalid { key, .. } => key,
         }
     }
@@ -233,20 +257,28 @@ impl CorrelationSettings {
                 reason: "token_pattern is set but token_fields names no field",
             });
         }
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        for (key, value, min, max, unit) in [
+            ("wait_for_leg_ms", config.wait_for_leg_ms, 0, 120_000, "ms"),
+            ("number_window_ms", config.number_window_ms, 0, 60_000, "ms"),
+            ("clock_skew_ms", config.clock_skew_ms, 0, 300_000, "ms"),
+            ("leg_ttl_secs", config.leg_ttl_secs, 1, 7 * 86_400, "seconds"),
+            ("ended_leg_keep_secs", config.ended_leg_keep_secs, 0, 7 * 86_400, "seconds"),
+            ("call_ttl_secs", config.call_ttl_secs, 1, 7 * 86_400, "seconds"),
+            ("ended_call_keep_secs", config.ended_call_keep_secs, 0, 86_400, "seconds"),
+            ("max_legs", n(config.max_legs), 1, 10_000_000, "legs"),
+            ("max_pending_calls", n(config.max_pending_calls), 1, 1_000_000, "calls"),
+            ("max_held_signals_per_call", n(config.max_held_signals_per_call), 1, 100_000, "signals"),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(CorrelationConfigError::OutOfRange { key, value, min, max, unit });
+            }
+        }
         if config.number_window_ms.saturating_mul(2) > config.wait_for_leg_ms {
             return Err(CorrelationConfigError::Invalid {
                 key: "wait_for_leg_ms",
                 reason: "must be at least 2 × number_window_ms, or number matching cannot see its competitors",
             });
-        }
-        for (key, value) in [
-            ("max_legs", config.max_legs),
-            ("max_pending_calls", config.max_pending_calls),
-            ("max_held_signals_per_call", config.max_held_signals_per_call),
-        ] {
-            if value == 0 {
-                return Err(CorrelationConfigError::Invalid { key, reason: "must be at least 1" });
-            }
         }
         Ok(CorrelationSettings { config, call_id_pattern, token_pattern, leg_sources: true })
     }

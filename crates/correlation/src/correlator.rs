@@ -159,6 +159,8 @@ struct CallEntry {
     /// The numbers the call is indexed under in `unbound_by_number`.
     number: Option<String>,
     sip_call_id: Option<String>,
+    /// Reported after the fact (SMDR, CDR): decided at once; its start is the PBX's clock.
+    after_the_fact: bool,
 }
 
 #[derive(Debug)]
@@ -188,6 +190,15 @@ enum Outcome {
     },
 }
 
+/// The registry's lifetimes, from the configuration.
+fn leg_ttl(cfg: &CorrelationConfig) -> Ttl {
+    Ttl {
+        ttl_ms: cfg.leg_ttl_secs.saturating_mul(1000),
+        ended_keep_ms: cfg.ended_leg_keep_secs.saturating_mul(1000),
+        max_ended_keys: cfg.max_legs,
+    }
+}
+
 impl Correlator {
     /// A correlator with this configuration; an invalid configuration is an error naming the
     /// key.
@@ -197,13 +208,7 @@ impl Correlator {
 
     /// A correlator with settings validated earlier (the daemon's configuration holds them).
     pub fn with_settings(settings: CorrelationSettings) -> Correlator {
-        let cfg = &settings.config;
-        let ttl = Ttl {
-            ttl_ms: cfg.leg_ttl_secs.saturating_mul(1000),
-            ended_keep_ms: cfg.ended_leg_keep_secs.saturating_mul(1000),
-            max_ended_keys: cfg.max_legs,
-        };
-        let registry = BLegRegistry::new(cfg.token_meta_key.clone(), ttl);
+        let registry = BLegRegistry::new(settings.config.token_meta_key.clone(), leg_ttl(&settings.config));
         Correlator {
             settings,
             registry,
@@ -224,6 +229,14 @@ impl Correlator {
     #[cfg(test)]
     pub(crate) fn set_max_ended_calls(&mut self, max: usize) {
         self.max_ended = max;
+    }
+
+    /// New settings (a configuration reload). What it knows stays: the legs, the bindings and
+    /// the calls waiting for a leg (each keeps the deadline it had). Matching, waiting and
+    /// limits follow the new settings from now on.
+    pub fn reconfigure(&mut self, settings: CorrelationSettings) {
+        self.registry.reconfigure(settings.config.token_meta_key.clone(), leg_ttl(&settings.config));
+        self.settings = settings;
     }
 
     /// Whether signals of `pbx` are held, waiting for their leg. What an adapter checkpoints
@@ -310,7 +323,10 @@ impl Correlator {
             }
             return;
         }
-        // A call we have not seen: start waiting for its leg, unless none can come.
+        // A call we have not seen: start waiting for its leg, unless none can come. A call
+        // reported after the fact waits for nothing either: its leg, if any, was announced
+        // long ago.
+        let after_the_fact = signal.after_the_fact();
         let cfg = &self.settings.config;
         let (call_started, info) = (call.call_started, call.info.clone());
         let expects_leg = self.settings.leg_sources && cfg.wait_for_directions.contains(&info.direction);
@@ -334,6 +350,7 @@ impl Correlator {
                 ended,
                 number: None,
                 sip_call_id: None,
+                after_the_fact,
             },
         );
         self.pending += 1;
@@ -348,7 +365,7 @@ impl Correlator {
         }
         // Without a leg to wait for, what can bind (the Call-ID pattern, sids in a token, a leg
         // already known) is tried once, now.
-        self.attempt(now, &key, !expects_leg);
+        self.attempt(now, &key, !expects_leg || after_the_fact);
         if ended {
             self.call_ended(&key);
         }
@@ -736,7 +753,7 @@ impl Correlator {
     /// Unbound legs whose numbers and start fit the call.
     fn number_candidates(&self, w: &CallEntry) -> Vec<LegId> {
         let Some(to) = call_leg_to(&w.info) else { return Vec::new() };
-        let window = self.settings.config.number_window_ms;
+        let window = self.number_window(w);
         self.registry
             .by_to(&to)
             .iter()
@@ -757,7 +774,6 @@ impl Correlator {
     fn number_competitors(&self, key: &CallKey, id: LegId) -> usize {
         let Some(leg) = self.registry.get(id) else { return 0 };
         let Some(to) = &leg.to else { return 0 };
-        let window = self.settings.config.number_window_ms;
         self.unbound_by_number
             .get(&number_key(to))
             .map(|keys| {
@@ -769,11 +785,18 @@ impl Correlator {
                         !matches!(w.state, CallState::Bound(_))
                             && role_fits(leg.role(), w.info.direction)
                             && from_fits(leg.from.as_deref(), &w.info)
-                            && leg.started.0.abs_diff(w.call_started.0) <= window
+                            && leg.started.0.abs_diff(w.call_started.0) <= self.number_window(w)
                     })
                     .count()
             })
             .unwrap_or(0)
+    }
+
+    /// How far apart a leg's and the call's starts may be: wider by `clock_skew_ms` for a call
+    /// reported after the fact, whose start is the PBX's clock.
+    fn number_window(&self, w: &CallEntry) -> u64 {
+        let cfg = &self.settings.config;
+        cfg.number_window_ms.saturating_add(if w.after_the_fact { cfg.clock_skew_ms } else { 0 })
     }
 
     /// Keeps `unbound_by_number` in step with a waiting call's numbers.

@@ -177,6 +177,21 @@ impl BLegRegistry {
         BLegRegistry { token_key, ttl, ..BLegRegistry::default() }
     }
 
+    /// New lifetimes and token tag (a configuration reload): the legs are kept; the token index
+    /// is rebuilt when the tag changed. New lifetimes apply from each leg's next update.
+    pub(crate) fn reconfigure(&mut self, token_key: String, ttl: Ttl) {
+        self.ttl = ttl;
+        if token_key != self.token_key {
+            self.token_key = token_key;
+            self.by_token.clear();
+            for (id, leg) in &self.legs {
+                if let Some(token) = leg.tags.get(&self.token_key) {
+                    self.by_token.entry(token.to_ascii_lowercase()).or_default().push(*id);
+                }
+            }
+        }
+    }
+
     /// How many legs are known.
     pub fn len(&self) -> usize {
         self.legs.len()

@@ -70,11 +70,17 @@ struct S {
     call: &'static str,
     ext: Option<&'static str>,
     info: CallInfo,
+    source: &'static str,
 }
 
 /// A signal of PBX call `call` (inbound unless said otherwise).
 fn call(call: &'static str) -> S {
-    S { call, ext: Some("201"), info: CallInfo { direction: Direction::Inbound, ..CallInfo::default() } }
+    S {
+        call,
+        ext: Some("201"),
+        info: CallInfo { direction: Direction::Inbound, ..CallInfo::default() },
+        source: "test",
+    }
 }
 
 impl S {
@@ -101,6 +107,11 @@ impl S {
         self.info.dialled_number = Some(dialled.to_owned());
         self
     }
+    /// From a feed that reports after the fact (SMDR).
+    fn smdr(mut self) -> S {
+        self.source = "smdr";
+        self
+    }
     fn direction(mut self, d: Direction) -> S {
         self.info.direction = d;
         self
@@ -109,7 +120,7 @@ impl S {
         Input::Sig(PbxSignal {
             pbx: PbxId::new("site-1", PbxType::new("3cx")),
             at: UnixMillis(at),
-            source: "test",
+            source: self.source,
             facts: Facts::new(),
             body: SignalBody::Call(CallSignal {
                 call: PbxCallId(self.call.to_owned()),
@@ -847,6 +858,78 @@ fn a_resync_releases_waiting_calls_the_pbx_no_longer_lists() {
     );
 }
 
+/// Issue 10: SMDR reports a call when it ends, minutes after the platform announced its leg.
+/// The call is matched on the PBX's call start, at once (no wait), and the leg is still there.
+#[test]
+fn a_call_reported_after_the_fact_binds_at_once_on_its_own_start() {
+    let config = CorrelationConfig { ended_leg_keep_secs: 3_600, ..cfg() };
+    let stats = check(
+        config.clone(),
+        vec![
+            (0, ann(0xb1, 0xa1).numbers(CALLER, DID).learned()),
+            (200_000, ann(0xb1, 0xa1).numbers(CALLER, DID).ended()),
+            // Five minutes later: SMDR's record; the PBX clock is 3 s behind ours.
+            (500_000, call("1000014160").numbers(CALLER, DID).smdr().change(CallChange::Ringing, 0, 0)),
+            (500_000, call("1000014160").numbers(CALLER, DID).smdr().change(CallChange::Connected, 0, 7_000)),
+        ],
+        "@500000 call 1000014160 201 ringing -> number-time b=b1 a=a1 15557654321>15551230100
+         @500000 call 1000014160 201 connected -> number-time b=b1 a=a1 15557654321>15551230100",
+    );
+    assert_eq!(stats.matched_number_time, 1);
+    // A live feed's call there waits `wait_for_leg_ms`, and its start (now) fits no leg.
+    check(
+        config,
+        vec![
+            (0, ann(0xb1, 0xa1).numbers(CALLER, DID).learned()),
+            (500_000, call("7").numbers(CALLER, DID).change(CallChange::Ringing, 500_000, 500_000)),
+        ],
+        "@506000 call 7 201 ringing -> none b=- a=-",
+    );
+}
+
+#[test]
+fn the_clock_skew_window_bounds_after_the_fact_matching() {
+    let config = CorrelationConfig { clock_skew_ms: 3_000, ended_leg_keep_secs: 3_600, ..cfg() };
+    // 4.5 s apart: within number_window_ms (2 s) + clock_skew_ms (3 s).
+    check(
+        config.clone(),
+        vec![
+            (10_000, ann(0xb1, 0xa1).numbers(CALLER, DID).learned()),
+            (90_000, call("8").numbers(CALLER, DID).smdr().change(CallChange::Ringing, 5_500, 5_500)),
+        ],
+        "@90000 call 8 201 ringing -> number-time b=b1 a=a1 15557654321>15551230100",
+    );
+    // 5.5 s apart: too far; decided at once, unmatched.
+    check(
+        config,
+        vec![
+            (10_000, ann(0xb1, 0xa1).numbers(CALLER, DID).learned()),
+            (90_000, call("8").numbers(CALLER, DID).smdr().change(CallChange::Ringing, 4_500, 4_500)),
+        ],
+        "@90000 call 8 201 ringing -> none b=- a=-",
+    );
+}
+
+#[test]
+fn after_the_fact_ambiguity_is_not_guessed_and_internal_calls_do_not_wait() {
+    let config = CorrelationConfig { ended_leg_keep_secs: 3_600, ..cfg() };
+    let stats = check(
+        config.clone(),
+        vec![
+            (0, ann(0xb1, 0xa1).numbers(CALLER, DID).learned()),
+            (1_000, ann(0xb2, 0xa2).numbers(CALLER, DID).learned()),
+            (300_000, call("9").numbers(CALLER, DID).smdr().change(CallChange::Ringing, 500, 500)),
+        ],
+        "@300000 call 9 201 ringing -> ambiguous b=- a=-",
+    );
+    assert_eq!(stats.ambiguous, 1);
+    check(
+        config,
+        vec![(300_000, call("10").direction(Direction::Internal).smdr().change(CallChange::Ringing, 500, 500))],
+        "@300000 call 10 201 ringing -> none b=- a=-",
+    );
+}
+
 /// Issue 9 item 11: a URI user is compared after its `%HH` escapes are undone (RFC 3261
 /// §19.1.4), so `sip:+%344…` and `sip:%2B44…` are the number `44…`; an invalid escape keeps the
 /// URI as it is (and so it is no number).
@@ -965,4 +1048,12 @@ fn tracked_state_does_not_grow_after_calls_end() {
     while c.poll_output().is_some() {}
     assert_eq!(c.stats().calls, 0);
     assert_eq!(c.stats().pending_calls, 0);
+}
+
+#[test]
+fn clock_skew_ms_has_a_range() {
+    let too_much = CorrelationConfig { clock_skew_ms: 300_001, ..cfg() };
+    let err = Correlator::new(too_much).unwrap_err();
+    assert_eq!(err.key(), "clock_skew_ms");
+    assert!(Correlator::new(CorrelationConfig { clock_skew_ms: 300_000, ..cfg() }).is_ok());
 }

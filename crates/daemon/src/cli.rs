@@ -48,6 +48,10 @@ pub enum Command {
     Status(StatusArgs),
     /// The Level 3 events the running daemon commits, live, from its admin endpoint.
     Tail(TailArgs),
+    /// Reload the running daemon's configuration (SIGHUP) and wait for its verdict: exit 0 when
+    /// applied, 78 when the file has errors, 1 when it needs a restart or a part failed (what
+    /// `systemctl reload` runs).
+    Reload(ReloadArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -71,6 +75,21 @@ pub struct StatusArgs {
     /// Print the report as JSON (the admin endpoint's `/status`).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `reload` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReloadArgs {
+    /// The daemon's process id (systemd passes `$MAINPID`).
+    #[arg(long, value_name = "PID")]
+    pub pid: u32,
+    /// The admin endpoint where the verdict is read (default: `[admin] listen` of `--config`,
+    /// else 127.0.0.1:9187). Without an admin endpoint the signal is sent and not confirmed.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// How long to wait for the verdict, in seconds.
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 30)]
+    pub timeout_secs: u64,
 }
 
 /// `tail` options.

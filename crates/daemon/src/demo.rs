@@ -117,7 +117,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         "Demo running: simulated PBXs and platform; Level 3 events on stdout. Ctrl-C to stop."
     );
 
-    let inputs = Inputs { adapters: rx, legs: legs_rx };
+    let inputs = Inputs { adapters: rx, legs: legs_rx, control: None };
     let stdout = StdoutSink { remaining: args.count, stop: stop.clone() };
     let mut watchdog = Watchdog::from_env();
     let result = match args.forward_to.clone() {

@@ -3,32 +3,49 @@
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{Format, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 use crate::config::LogFormat;
 
+/// The filter of the installed subscriber, for a reload to change (`None` before `init`, or
+/// when `RUST_LOG` set it: the environment wins over the file).
+static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
 /// Installs the global subscriber. `level` is a filter (`"info"`); `RUST_LOG` overrides it.
 pub fn init(format: LogFormat, level: Option<&str>) {
-    let filter = EnvFilter::try_from_default_env()
-        .ok()
-        .or_else(|| level.and_then(|l| EnvFilter::try_new(l).ok()))
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_wins = from_env.is_some();
+    let filter =
+        from_env.or_else(|| level.and_then(|l| EnvFilter::try_new(l).ok())).unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
     // `JOURNAL_STREAM` is set by systemd when stderr is connected to the journal.
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        LogFormat::Auto if under_journal => builder.event_format(JournalFormat::default()).try_init(),
-        LogFormat::Auto if std::io::stderr().is_terminal() => builder.with_ansi(true).try_init(),
-        LogFormat::Auto | LogFormat::Text => builder.with_ansi(false).try_init(),
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer: Box<dyn Layer<_> + Send + Sync> = match format {
+        LogFormat::Json => Box::new(layer.json().flatten_event(true).with_current_span(false)),
+        LogFormat::Auto if under_journal => Box::new(layer.event_format(JournalFormat::default())),
+        LogFormat::Auto if std::io::stderr().is_terminal() => Box::new(layer.with_ansi(true)),
+        LogFormat::Auto | LogFormat::Text => Box::new(layer.with_ansi(false)),
     };
     // A subscriber is already installed (tests): keep it.
-    drop(result);
+    if tracing_subscriber::registry().with(filter).with(layer).try_init().is_ok() && !env_wins {
+        let _ = LEVEL.set(handle);
+    }
+}
+
+/// A reloaded `[log] level`. Does nothing when `RUST_LOG` set the filter.
+pub fn set_level(level: Option<&str>) -> Result<(), String> {
+    let Some(handle) = LEVEL.get() else { return Ok(()) };
+    let filter = EnvFilter::try_new(level.unwrap_or("info")).map_err(|e| e.to_string())?;
+    handle.reload(filter).map_err(|e| e.to_string())
 }
 
 /// Plain text without timestamps (the journal adds them) and with `<N>` syslog priorities.

@@ -20,6 +20,8 @@ mod notify;
 mod outbox_cli;
 mod pbx_types;
 mod pipeline;
+mod reload;
+mod reload_cli;
 mod service;
 mod sinks;
 mod status;
@@ -56,6 +58,9 @@ fn main() -> ExitCode {
         Some(Command::Status(ref args)) => {
             ExitCode::from(on_small_runtime(status_cli::run(args, &cli.config)).unwrap_or(status_cli::EXIT_UNKNOWN))
         }
+        Some(Command::Reload(ref args)) => {
+            ExitCode::from(on_small_runtime(reload_cli::run(args, &cli.config)).unwrap_or(1))
+        }
         Some(Command::Tail(ref args)) => {
             ExitCode::from(on_small_runtime(tail_cli::run(args, &cli.config)).unwrap_or(status_cli::EXIT_UNKNOWN))
         }
@@ -91,7 +96,8 @@ fn main() -> ExitCode {
             for w in &config.warnings {
                 warn!(warning = %w, "Configuration warning.");
             }
-            with_runtime(|shutdown| service::run(config, shutdown))
+            let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+            with_runtime_and_reloads(Some(reload_tx), |shutdown| service::run(config, shutdown, reloads))
         }
     }
 }
@@ -147,8 +153,19 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 /// Runs `f` on a multi-threaded runtime with SIGINT/SIGTERM wired to a cancellation token.
-/// A second signal while shutting down exits at once.
+/// A second signal while shutting down exits at once. SIGHUP is ignored (with a word in the
+/// log): only `run` reloads.
 fn with_runtime<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    with_runtime_and_reloads(None, f)
+}
+
+/// [`with_runtime`], with each SIGHUP sent to `reloads` (a reload already waiting absorbs
+/// another: the file is read once, as it is then).
+fn with_runtime_and_reloads<F, Fut>(reloads: Option<tokio::sync::mpsc::Sender<()>>, f: F) -> ExitCode
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -162,7 +179,7 @@ where
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let signals = tokio::spawn(watch_signals(shutdown.clone()));
+        let signals = tokio::spawn(watch_signals(shutdown.clone(), reloads));
         let result = f(shutdown).await;
         signals.abort();
         result
@@ -176,7 +193,7 @@ where
     }
 }
 
-async fn watch_signals(shutdown: CancellationToken) {
+async fn watch_signals(shutdown: CancellationToken, reloads: Option<tokio::sync::mpsc::Sender<()>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -188,11 +205,13 @@ async fn watch_signals(shutdown: CancellationToken) {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            // Without a handler SIGHUP would kill us; reloading in place is not built yet.
-            _ = hup.recv() => warn!(
-                "SIGHUP: reloading the configuration in place is not supported yet; \
-                 `systemctl restart pbx-listener` applies changes (queued events and open calls survive it)."
-            ),
+            // Without a handler SIGHUP would kill us.
+            _ = hup.recv() => match &reloads {
+                Some(tx) => {
+                    let _ = tx.try_send(());
+                }
+                None => warn!("SIGHUP: nothing to reload here."),
+            },
         }
     };
     info!(signal = name, "Shutting down.");

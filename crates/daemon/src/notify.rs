@@ -12,6 +12,15 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// Tells systemd a reload started (`RELOADING=1` with the monotonic time it asks for); the
+/// next [`ready`] ends it.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now, NotifyState::Status("Reloading the configuration")]),
+        Err(_) => send(&[NotifyState::Reloading, NotifyState::Status("Reloading the configuration")]),
+    }
+}
+
 /// Tells systemd we are stopping.
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("Shutting down")]);

@@ -15,7 +15,11 @@ use toml::Spanned;
 use toml::de::{DeValue, ValueDeserializer};
 
 /// Every PBX type, in the order help texts list them.
-pub static PBX_TYPES: &[&dyn PbxTypeEntry] = &[&Entry::<adapter_avaya_r11::AvayaR11>(PhantomData)];
+pub static PBX_TYPES: &[&dyn PbxTypeEntry] = &[
+    &Entry::<adapter_avaya_r11::AvayaR11>(PhantomData),
+    &Entry::<adapter_avaya_r9::AvayaR9>(PhantomData),
+    &Entry::<adapter_3cx::ThreeCx>(PhantomData),
+];
 
 /// The entry for a `type`, if this daemon reads it.
 pub fn find(pbx_type: &str) -> Option<&'static dyn PbxTypeEntry> {
@@ -36,6 +40,9 @@ pub trait PbxTypeEntry: Sync {
     /// configuration's tests check `deploy/pbx-listener.toml` documents each.
     #[cfg_attr(not(test), allow(dead_code))]
     fn config_keys(&self) -> Vec<String>;
+
+    /// Every metric its adapter emits ([`PbxKind::metrics`]).
+    fn metrics(&self) -> &'static [listener_core::MetricDescription];
 
     /// Reads a block's keys (without `name` and `type`) and loads them.
     fn load(&self, block: Spanned<DeValue<'_>>, ctx: &LoadContext<'_>) -> Result<LoadedPbx, BlockError>;
@@ -87,6 +94,10 @@ impl<K: PbxKind> PbxTypeEntry for Entry<K> {
 
     fn config_keys(&self) -> Vec<String> {
         K::config_keys()
+    }
+
+    fn metrics(&self) -> &'static [listener_core::MetricDescription] {
+        K::metrics()
     }
 
     fn load(&self, block: Spanned<DeValue<'_>>, ctx: &LoadContext<'_>) -> Result<LoadedPbx, BlockError> {

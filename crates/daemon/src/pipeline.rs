@@ -9,10 +9,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use correlation::{CorrelationStats, Correlator, CorrelatorOutput, LegUpdate};
+use correlation::{CorrelationSettings, CorrelationStats, Correlator, CorrelatorOutput, LegUpdate};
 use listener_core::{
-    AdapterEvent, BoxFuture, CallLifecycle, NumberCache, OutgoingEvent, PbxId, SignalBody, SignalSink, SinkClosed,
-    StateChange, UnixMillis,
+    AdapterEvent, BoxFuture, CallLifecycle, EventContext, NumberCache, NumberPlan, OutgoingEvent, PbxId, SignalBody,
+    SignalSink, SinkClosed, StateChange, UnixMillis,
 };
 use listener_kit::clock::now;
 use tokio::sync::mpsc;
@@ -94,6 +94,19 @@ pub struct Inputs {
     pub adapters: mpsc::Receiver<AdapterEvent>,
     /// From the leg sources (may close at any time; the pipeline goes on).
     pub legs: mpsc::Receiver<LegUpdate>,
+    /// New settings for the cores (a configuration reload), if the caller reloads.
+    pub control: Option<mpsc::Receiver<CoreSettings>>,
+}
+
+/// What a configuration reload changes in the cores. They keep what they know: open calls,
+/// learned legs, bindings, calls waiting for a leg.
+pub struct CoreSettings {
+    /// `[numbers]`.
+    pub numbers: NumberPlan,
+    /// `[correlation]`, with whether a leg source is configured.
+    pub correlation: CorrelationSettings,
+    /// `[account]` and `[meta]`.
+    pub context: EventContext,
 }
 
 /// Runs until every adapter has dropped its sender; then releases what correlation still
@@ -105,7 +118,7 @@ pub async fn run(
     sink: &mut impl EventSink,
     watchdog: &mut Watchdog,
 ) -> anyhow::Result<PipelineStats> {
-    let Inputs { adapters: mut rx, legs: mut legs_rx } = inputs;
+    let Inputs { adapters: mut rx, legs: mut legs_rx, mut control } = inputs;
     let mut stats = PipelineStats::default();
     let mut correlation_log = CorrelationLog::default();
     let mut legs_open = true;
@@ -139,6 +152,10 @@ pub async fn run(
                 }
                 None => legs_open = false,
             },
+            Some(settings) = next_settings(&mut control) => {
+                cores.reconfigure(settings);
+                info!("The pipeline took the reloaded settings (open calls, legs and bindings kept).");
+            }
             _ = tokio::time::sleep(sleep) => {}
         }
         watchdog.tick();
@@ -175,7 +192,28 @@ pub async fn run(
     Ok(stats)
 }
 
+/// The next settings from the reload channel; never, when there is none (or it closed).
+async fn next_settings(control: &mut Option<mpsc::Receiver<CoreSettings>>) -> Option<CoreSettings> {
+    match control {
+        Some(rx) => match rx.recv().await {
+            Some(settings) => Some(settings),
+            None => {
+                *control = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 impl Cores {
+    /// Takes reloaded settings.
+    pub fn reconfigure(&mut self, settings: CoreSettings) {
+        self.numbers = NumberCache::new(settings.numbers, NUMBER_CACHE);
+        self.correlator.reconfigure(settings.correlation);
+        self.lifecycle.set_context(settings.context);
+    }
+
     fn handle(&mut self, event: AdapterEvent) {
         match event {
             AdapterEvent::Signal(mut signal) => {
@@ -342,7 +380,7 @@ mod tests {
     #[test]
     fn a_resync_closes_a_call_that_was_still_waiting_for_its_leg() {
         let mut cores = cores();
-        let pbx = PbxId::new("site-1", PbxType::new("avaya-r11"));
+        let pbx = PbxId::new("site-1", PbxType::new("test-pbx"));
         cores.handle(AdapterEvent::Signal(PbxSignal {
             pbx: pbx.clone(),
             at: now(),

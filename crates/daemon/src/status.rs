@@ -38,6 +38,8 @@ struct Board {
     correlation: CorrelationStats,
     /// `(when, delivered so far)`, oldest first, spanning at most [`RATE_WINDOW`].
     delivered: VecDeque<(Instant, u64)>,
+    /// The last configuration reload, if any.
+    reload: Option<ReloadReport>,
 }
 
 impl Default for StatusBoard {
@@ -48,6 +50,7 @@ impl Default for StatusBoard {
             ever_up: std::collections::BTreeSet::new(),
             correlation: CorrelationStats::default(),
             delivered: VecDeque::new(),
+            reload: None,
         })))
     }
 }
@@ -75,6 +78,20 @@ impl StatusBoard {
                 last_error_ms: None,
             });
         });
+    }
+
+    /// A PBX no longer configured (a reload removed its block, or restarts its link).
+    pub fn remove_pbx(&self, name: &str) {
+        self.with(|b| {
+            b.links.remove(name);
+            b.ever_up.remove(name);
+        });
+    }
+
+    /// The outcome of a configuration reload.
+    pub fn reloaded(&self, result: ReloadResult, errors: Vec<String>, summary: &str) {
+        let report = ReloadReport { at_ms: listener_kit::clock::now().0, result, summary: summary.to_owned(), errors };
+        self.with(|b| b.reload = Some(report));
     }
 
     /// A link state reported by an adapter at `now_ms`. Returns `true` when this is a
@@ -179,7 +196,8 @@ impl StatusBoard {
         let now = Instant::now();
         let now_ms = listener_kit::clock::now().0;
         let ReportInputs { health, delivery, last_failure, outbox, tail } = inputs;
-        let (uptime, links, c) = self.with(|b| (now.duration_since(b.started), b.links.clone(), b.correlation.clone()));
+        let (uptime, links, c, last_reload) =
+            self.with(|b| (now.duration_since(b.started), b.links.clone(), b.correlation.clone(), b.reload.clone()));
         let correlation = CorrelationReport {
             legs_learned: c.legs_learned,
             legs_known: c.legs as u64,
@@ -230,7 +248,18 @@ impl StatusBoard {
             oldest_pending_age_secs: s.oldest_pending_age_ms(now_ms).map(|ms| ms / 1000),
             dropped_total: s.dropped_oldest_total + s.dropped_newest_total,
         });
-        let (verdict, problems) = verdict(health, &links, &delivery_report, outbox_report.as_ref(), now_ms);
+        let (mut verdict, mut problems) = verdict(health, &links, &delivery_report, outbox_report.as_ref(), now_ms);
+        if let Some(r) = last_reload.as_ref().filter(|r| r.result != ReloadResult::Ok) {
+            // Running, but not on the file on disk: someone should look.
+            if verdict == Verdict::Ok {
+                verdict = Verdict::Degraded;
+            }
+            problems.push(format!(
+                "the last configuration reload was not applied in full ({}): {}",
+                r.result.as_str(),
+                r.summary
+            ));
+        }
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             verdict,
@@ -242,6 +271,7 @@ impl StatusBoard {
             outbox: outbox_report,
             delivery: delivery_report,
             tail,
+            last_reload,
         }
     }
 }
@@ -368,6 +398,48 @@ pub struct StatusReport {
     pub delivery: DeliveryReport,
     /// The live tail endpoint.
     pub tail: TailReport,
+    /// The last configuration reload (`null` when there was none).
+    pub last_reload: Option<ReloadReport>,
+}
+
+/// How a configuration reload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReloadResult {
+    /// Applied.
+    Ok,
+    /// The file has errors: nothing changed.
+    Invalid,
+    /// The file changes what only a restart applies: nothing changed.
+    NeedsRestart,
+    /// Applied, except parts that failed (a listener that could not be bound).
+    Partial,
+}
+
+impl ReloadResult {
+    /// The metric label and the report's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Invalid => "invalid",
+            ReloadResult::NeedsRestart => "needs-restart",
+            ReloadResult::Partial => "partial",
+        }
+    }
+}
+
+/// The last configuration reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadReport {
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// How it ended.
+    pub result: ReloadResult,
+    /// What it changed, or why it changed nothing.
+    pub summary: String,
+    /// The errors, as `check-config` prints them.
+    pub errors: Vec<String>,
 }
 
 /// A PBX link's state name.

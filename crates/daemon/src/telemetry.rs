@@ -9,24 +9,20 @@
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
-/// What kind of metric a name is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Only goes up (`_total`).
-    Counter,
-    /// Goes up and down.
-    Gauge,
-    /// Observations in buckets.
-    Histogram,
-}
+use listener_core::MetricKind::{self as Kind, Counter, Gauge, Histogram};
 
-use Kind::{Counter, Gauge, Histogram};
-
-/// Every metric: name, kind, help (labels in the help where there are any).
+/// Every metric of the daemon and the crates it shares with every PBX type: name, kind, help
+/// (labels in the help where there are any). Each PBX type lists its own
+/// ([`listener_core::PbxKind::metrics`]); [`all`] is both.
 pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     // The daemon.
     ("pbx_listener_build_info", Gauge, "Always 1; the version label says which build runs."),
     ("pbx_listener_uptime_seconds", Gauge, "Seconds since the daemon started."),
+    (
+        "pbx_listener_config_reloads_total",
+        Counter,
+        "Configuration reloads (SIGHUP), by result: ok, invalid, needs-restart, partial.",
+    ),
     ("pbx_listener_pbx_link_up", Gauge, "1 while the link to the PBX (label pbx) is up and subscribed, else 0."),
     ("pbx_listener_pbx_reconnects_total", Counter, "Times the link to a PBX (label pbx) came back up after failing."),
     ("pbx_listener_signals_received_total", Counter, "PBX signals received from the adapters, by pbx."),
@@ -117,21 +113,6 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     ),
     ("pbx_listener_forwarder_endpoint_gone", Gauge, "1 after the platform answered 410 Gone (delivery stopped)."),
     ("pbx_listener_forwarder_backing_off", Gauge, "1 while delivery pauses after a failure, else 0."),
-    // Avaya IP Office R11 (DevLink3).
-    ("pbx_listener_devlink_connection_attempts_total", Counter, "DevLink3 connection attempts, by pbx."),
-    ("pbx_listener_devlink_subscriptions_total", Counter, "DevLink3 event subscriptions established, by pbx."),
-    ("pbx_listener_devlink_link_down_total", Counter, "DevLink3 links lost, by pbx and kind."),
-    ("pbx_listener_devlink_auth_failures_total", Counter, "DevLink3 logins the IP Office refused, by pbx."),
-    ("pbx_listener_devlink_keepalive_timeouts_total", Counter, "DevLink3 links declared dead after silence, by pbx."),
-    ("pbx_listener_devlink_frames_received_total", Counter, "DevLink3 frames received, by pbx."),
-    ("pbx_listener_devlink_garbage_bytes_total", Counter, "Bytes skipped to resynchronise DevLink3 framing, by pbx."),
-    (
-        "pbx_listener_devlink_records_malformed_total",
-        Counter,
-        "DevLink3 records that could not be read, by pbx and kind.",
-    ),
-    ("pbx_listener_devlink_records_received_total", Counter, "DevLink3 event records received, by pbx and kind."),
-    ("pbx_listener_devlink_resyncs_total", Counter, "DevLink3 call snapshots taken after (re)connecting, by pbx."),
     // Leg sources.
     ("pbx_listener_leg_announce_requests_total", Counter, "Leg announcement requests, by result."),
     ("pbx_listener_leg_announce_legs_total", Counter, "Legs received in accepted announcements."),
@@ -191,9 +172,15 @@ pub fn builder() -> anyhow::Result<PrometheusBuilder> {
         .context("setting the delivery latency buckets")
 }
 
-/// Describes every metric of [`CATALOGUE`] and sets `pbx_listener_build_info`.
+/// Every metric: the [`CATALOGUE`] and each PBX type's.
+pub fn all() -> Vec<(&'static str, Kind, &'static str)> {
+    let kinds = crate::pbx_types::PBX_TYPES.iter().flat_map(|k| k.metrics()).map(|m| (m.name, m.kind, m.help));
+    CATALOGUE.iter().copied().chain(kinds).collect()
+}
+
+/// Describes every metric and sets `pbx_listener_build_info`.
 pub fn describe() {
-    for &(name, kind, help) in CATALOGUE {
+    for (name, kind, help) in all() {
         match kind {
             Counter => metrics::describe_counter!(name, help),
             Gauge => metrics::describe_gauge!(name, help),
@@ -229,7 +216,7 @@ mod tests {
                             let rest = text[i + macro_name.len()..].trim_start();
                             if let Some(rest) = rest.strip_prefix('"') {
                                 let metric = rest.split('"').next().unwrap().to_owned();
-                                if metric.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                                if metric.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
                                     found.push((metric, kind, path.display().to_string()));
                                 }
                             }
@@ -245,12 +232,16 @@ mod tests {
     fn every_emitted_metric_is_described_with_its_kind() {
         let emitted = emitted();
         assert!(emitted.len() > 40, "the scan found too little: {emitted:?}");
+        let all = all();
         for (name, kind, file) in &emitted {
-            let entry = CATALOGUE.iter().find(|(n, _, _)| n == name);
-            assert!(entry.is_some(), "{name} ({file}) is not in telemetry::CATALOGUE");
+            let entry = all.iter().find(|(n, _, _)| n == name);
+            assert!(
+                entry.is_some(),
+                "{name} ({file}) is described neither in telemetry::CATALOGUE nor by its PbxKind::metrics"
+            );
             assert_eq!(entry.unwrap().1, *kind, "{name} ({file}) has another kind in the catalogue");
         }
-        for (name, kind, _) in CATALOGUE {
+        for (name, kind, _) in &all {
             assert!(name.starts_with("pbx_listener_"), "{name}");
             assert_eq!(name.ends_with("_total"), *kind == Counter, "{name}: counters and only counters end in _total");
             if *name != "pbx_listener_build_info" && *name != "pbx_listener_uptime_seconds" {

@@ -143,6 +143,44 @@ pub struct Forwarder {
     ctx: Arc<Ctx>,
     status: watch::Sender<DeliveryStatus>,
     last_failure: watch::Sender<Option<DeliveryFailure>>,
+    reconfigure: watch::Sender<Option<Arc<Ctx>>>,
+}
+
+/// Applies new `[platform]` settings to a running forwarder (a configuration reload): requests
+/// in flight finish with the old settings, the next ones use the new; nothing is resent.
+#[derive(Clone)]
+pub struct ForwarderReconfigurer {
+    outbox: Outbox,
+    tx: watch::Sender<Option<Arc<Ctx>>>,
+}
+
+impl std::fmt::Debug for ForwarderReconfigurer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwarderReconfigurer").finish_non_exhaustive()
+    }
+}
+
+impl ForwarderReconfigurer {
+    /// Builds the HTTP client for `settings` and hands both to the forwarder.
+    pub fn apply(&self, settings: ForwarderSettings) -> Result<(), ClientError> {
+        let client = build_client(&settings)?;
+        self.tx.send_replace(Some(Arc::new(Ctx { outbox: self.outbox.clone(), settings, client })));
+        Ok(())
+    }
+}
+
+fn build_client(settings: &ForwarderSettings) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured((*settings.tls).clone())
+        .timeout(settings.timeout)
+        .connect_timeout(settings.connect_timeout)
+        // Standard Webhooks: a redirect is a failure, never followed.
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(settings.max_concurrency)
+        .tcp_nodelay(true)
+        .user_agent(concat!("pbx-listener/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(ClientError)
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -174,24 +212,10 @@ struct Attempt {
     error: String,
 }
 
-fn now_ms() -> u64 {
-    listener_kit::clock::now().0
-}
-
 impl Forwarder {
     /// A forwarder delivering from `outbox` as `settings` say.
     pub fn new(outbox: Outbox, settings: ForwarderSettings) -> Result<Forwarder, ClientError> {
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured((*settings.tls).clone())
-            .timeout(settings.timeout)
-            .connect_timeout(settings.connect_timeout)
-            // Standard Webhooks: a redirect is a failure, never followed.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(settings.max_concurrency)
-            .tcp_nodelay(true)
-            .user_agent(concat!("pbx-listener/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ClientError)?;
+        let client = build_client(&settings)?;
         let status = watch::Sender::new(DeliveryStatus {
             state: DeliveryState::Delivering,
             last_success_ms: None,
@@ -203,7 +227,13 @@ impl Forwarder {
             ctx: Arc::new(Ctx { outbox, settings, client }),
             status,
             last_failure: watch::Sender::new(None),
+            reconfigure: watch::Sender::new(None),
         })
+    }
+
+    /// A handle that applies new settings while [`Forwarder::run`] runs.
+    pub fn reconfigurer(&self) -> ForwarderReconfigurer {
+        ForwarderReconfigurer { outbox: self.ctx.outbox.clone(), tx: self.reconfigure.clone() }
     }
 
     /// A receiver of the delivery status (take it before calling [`Forwarder::run`]).
@@ -220,7 +250,7 @@ impl Forwarder {
     /// abandoned and their events resent after the restart: at least once). Returns `Err`
     /// only on a fatal outbox error. After a 410 it keeps running, sending nothing, until
     /// shutdown.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ForwarderError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ForwarderError> {
         let mut shutdown = std::pin::pin!(shutdown);
         let settings = &self.ctx.settings;
         let mut gate = Gate::new(Backoff::new(settings.backoff_initial, settings.backoff_max));
@@ -232,11 +262,24 @@ impl Forwarder {
         let mut in_flight: JoinSet<Attempt> = JoinSet::new();
         let mut writing: JoinSet<Written> = JoinSet::new();
         let mut keys: HashSet<String> = HashSet::new();
-        let max = settings.max_concurrency;
+        let mut max = settings.max_concurrency;
         // Whether the outbox may hold ready heads we have not fetched.
         let mut stale = true;
+        let mut updates = self.reconfigure.subscribe();
+        let mut updated = false;
         loop {
-            let now = now_ms();
+            // New settings first, so nothing picked up after they were applied goes out with
+            // the old ones; requests under way finish with theirs.
+            if (std::mem::take(&mut updated) || updates.has_changed().unwrap_or(false))
+                && let Some(ctx) = updates.borrow_and_update().clone()
+            {
+                let s = &ctx.settings;
+                gate.set_backoff(Backoff::new(s.backoff_initial, s.backoff_max));
+                max = s.max_concurrency;
+                tracing::info!(url = %s.url, "Delivery settings reloaded; requests under way finish with the old ones.");
+                self.ctx = ctx;
+            }
+            let now = listener_kit::clock::now().0;
             let permit = gate.permit(now);
             // Deletes waiting for their commit bound the requests too: when the outbox commits
             // slower than the platform answers (a large outbox on a slow disk), delivery slows
@@ -305,6 +348,8 @@ impl Forwarder {
                     }
                 }
                 () = self.ctx.outbox.appended() => stale = true,
+                // Wakes the loop: the new settings are taken at its top.
+                Ok(()) = updates.changed() => updated = true,
                 () = sleep => stale = true,
             }
         }
@@ -327,7 +372,7 @@ impl Forwarder {
     ) -> Result<(), ForwarderError> {
         let outbox = self.ctx.outbox.clone();
         let (id, key) = (done.event.id.clone(), done.event.order_key.clone());
-        let (verdict, at_ms) = (done.verdict, now_ms());
+        let (verdict, at_ms) = (done.verdict, listener_kit::clock::now().0);
         match done.verdict {
             Verdict::Delivered => {
                 writing.spawn(async move {
@@ -346,7 +391,7 @@ impl Forwarder {
                 keys.remove(&key);
             }
         }
-        let now = now_ms();
+        let now = listener_kit::clock::now().0;
         let id = done.event.id.as_str();
         let failed = match done.verdict {
             Verdict::Delivered => None,

@@ -119,6 +119,16 @@ impl Gate {
         Gate { backoff, state: GateState::Open, outage: None }
     }
 
+    /// A new backoff (the settings were reloaded). After a 410 the gate opens again: the
+    /// reload is how an admin points delivery at the new endpoint without a restart.
+    pub fn set_backoff(&mut self, backoff: Backoff) {
+        self.backoff = backoff;
+        if matches!(self.state, GateState::Stopped { .. }) {
+            self.state = GateState::Open;
+            self.outage = None;
+        }
+    }
+
     /// The current state.
     pub fn state(&self) -> GateState {
         self.state

@@ -18,6 +18,7 @@ struct Setup {
     outbox: Outbox,
     platform: Platform,
     status: watch::Receiver<DeliveryStatus>,
+    reconfigurer: forwarder::ForwarderReconfigurer,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), forwarder::ForwarderError>>,
 }
@@ -64,11 +65,12 @@ async fn setup(script: &str, tune: impl FnOnce(&mut ForwarderConfig, &Path)) -> 
     tune(&mut config, dir.path());
     let forwarder = Forwarder::new(outbox.clone(), config.load().unwrap()).unwrap();
     let status = forwarder.status();
+    let reconfigurer = forwarder.reconfigurer();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(forwarder.run(async move {
         let _ = stopped.await;
     }));
-    Setup { _dir: dir, outbox, platform, status, stop: Some(stop), task }
+    Setup { _dir: dir, outbox, platform, status, reconfigurer, stop: Some(stop), task }
 }
 
 fn event(id: &str, key: &str, n: usize) -> NewEvent {
@@ -301,4 +303,38 @@ async fn a_platform_that_is_not_there_is_retried_and_then_reached() {
     assert_eq!(status.borrow().state, DeliveryState::Delivering);
     let _ = stop.send(());
     task.await.unwrap().unwrap();
+}
+
+/// Issue 12 (reload): new `[platform]` settings apply to a running forwarder: what was sent
+/// before went to the old endpoint, what comes after goes to the new one with the new secret,
+/// and no event is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_settings_apply_without_resending_anything() {
+    let s = setup("", |_, _| {}).await;
+    let events: Vec<NewEvent> = (0..10).map(|n| event(&format!("a{n}"), &format!("call{}", n % 3), n)).collect();
+    s.outbox.append(events, vec![]).await.unwrap();
+    assert_eq!(s.platform.wait_for_distinct(10, PATIENCE).await, 10);
+    drained(&s.outbox).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let second = Platform::start(
+        "127.0.0.1:0".parse().unwrap(),
+        PlatformConfig { secrets: vec![secret(2)], ..PlatformConfig::default() },
+    )
+    .await
+    .unwrap();
+    let config = ForwarderConfig::new(second.url(), vec![write_secret(dir.path(), "second", &secret(2))]);
+    s.reconfigurer.apply(config.load().unwrap()).unwrap();
+    // The forwarder picks the settings up at its next turn; events appended from now on go to
+    // the second endpoint.
+    let events: Vec<NewEvent> = (0..10).map(|n| event(&format!("b{n}"), &format!("call{}", n % 3), n)).collect();
+    s.outbox.append(events, vec![]).await.unwrap();
+    assert_eq!(second.wait_for_distinct(10, PATIENCE).await, 10);
+    drained(&s.outbox).await;
+    let first = s.shutdown().await;
+    let ids = |p: &Platform| p.deliveries().iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+    assert!(ids(&first).iter().all(|id| id.starts_with('a')), "{:?}", ids(&first));
+    assert!(ids(&second).iter().all(|id| id.starts_with('b')), "{:?}", ids(&second));
+    assert_eq!((first.duplicates(), second.duplicates()), (0, 0));
+    assert!(second.deliveries().iter().all(|d| d.signature == SignatureCheck::Valid), "signed with the new secret");
 }

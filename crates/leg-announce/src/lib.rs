@@ -40,7 +40,7 @@ mod server;
 pub use announce::{AnnounceError, SIP_CALL_ID_KEY, parse_announcements, to_update};
 pub use config::LegsConfig;
 pub use replay::{ReplayGuard, Seen};
-pub use server::{LEGS_PATH, LegAnnounceServer, LegsError, LoadedLegs};
+pub use server::{LEGS_PATH, LegAnnounceServer, LegsError, LegsSettings};
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use listener_kit::LogGate;
 
 use bytes::Bytes;
 use correlation::LegUpdate;
@@ -35,14 +37,15 @@ use crate::replay::{ReplayGuard, Seen};
 /// use); every other path is answered 404.
 pub const LEGS_PATH: &str = "/legs";
 
-/// Why the endpoint could not start or stopped. Messages name the `[legs]` key.
+/// Why the endpoint could not start or stopped. [`LegsError::key`] names the `[legs]` key the
+/// error is about; the message says what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum LegsError {
     /// `signing_secret_files` is empty.
-    #[error("legs.signing_secret_files: at least one secret file is required")]
+    #[error("at least one secret file is required")]
     NoSecrets,
     /// A secret file is unreadable or does not hold a `whsec_` secret.
-    #[error("legs.signing_secret_files: {path}: {reason}")]
+    #[error("{path}: {reason}")]
     Secret {
         /// The file.
         path: PathBuf,
@@ -50,10 +53,13 @@ pub enum LegsError {
         reason: String,
     },
     /// Only one of `tls_cert_file` and `tls_key_file` is set.
-    #[error("legs.tls_cert_file and legs.tls_key_file go together: set both or neither")]
-    TlsHalf,
+    #[error("is missing: tls_cert_file and tls_key_file go together, set both or neither")]
+    TlsHalf {
+        /// The one not set.
+        missing: &'static str,
+    },
     /// The certificate or key cannot be used.
-    #[error("legs.{key}: {path}: {reason}")]
+    #[error("{path}: {reason}")]
     Tls {
         /// `tls_cert_file` or `tls_key_file`.
         key: &'static str,
@@ -63,7 +69,7 @@ pub enum LegsError {
         reason: String,
     },
     /// The address cannot be bound.
-    #[error("legs.listen = {addr}: cannot listen: {source}")]
+    #[error("{addr}: cannot listen: {source}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -72,7 +78,7 @@ pub enum LegsError {
         source: std::io::Error,
     },
     /// A number is outside its range.
-    #[error("legs.{key}: must be from {min} to {max} {unit}, not {value}")]
+    #[error("must be between {min} and {max} {unit}, not {value}")]
     OutOfRange {
         /// The key.
         key: &'static str,
@@ -99,21 +105,41 @@ impl LegsError {
             LegsError::Tls { key, .. } => Some(key),
             LegsError::Bind { .. } => Some("listen"),
             LegsError::OutOfRange { key, .. } => Some(key),
-            LegsError::TlsHalf | LegsError::Io(_) => None,
+            LegsError::TlsHalf { missing } => Some(missing),
+            LegsError::Io(_) => None,
         }
     }
 }
 
-/// What the endpoint needs from its files: the secrets and the TLS identity, read and checked
-/// ([`LegsConfig::load`]). `Debug` shows no secret.
-pub struct LoadedLegs {
+/// `[legs]` loaded ([`LegsConfig::load`]): the ranges checked, the secrets and the TLS identity
+/// read. What the daemon's configuration holds and [`LegAnnounceServer::bind_loaded`] starts
+/// from, so nothing is read again at start. `Debug` shows no secret.
+#[derive(Clone)]
+pub struct LegsSettings {
+    config: LegsConfig,
     secrets: Vec<SigningSecret>,
     tls: Option<TlsAcceptor>,
 }
 
-impl std::fmt::Debug for LoadedLegs {
+impl LegsSettings {
+    /// The section as written (paths as resolved by the caller).
+    pub fn config(&self) -> &LegsConfig {
+        &self.config
+    }
+
+    /// Whether the endpoint serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+impl std::fmt::Debug for LegsSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedLegs").field("secrets", &self.secrets.len()).field("tls", &self.tls.is_some()).finish()
+        f.debug_struct("LegsSettings")
+            .field("listen", &self.config.listen)
+            .field("secrets", &self.secrets.len())
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -121,7 +147,7 @@ impl LegsConfig {
     /// Checks the numbers' ranges, reads and checks the secret files and the certificate and
     /// key, without binding: what `check-config` runs, and what [`LegAnnounceServer::bind`]
     /// starts with.
-    pub fn load(&self) -> Result<LoadedLegs, LegsError> {
+    pub fn load(&self) -> Result<LegsSettings, LegsError> {
         if let Some((key, value, min, max, unit)) = self.out_of_range() {
             return Err(LegsError::OutOfRange { key, value, min, max, unit });
         }
@@ -139,9 +165,10 @@ impl LegsConfig {
         let tls = match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             (None, None) => None,
-            _ => return Err(LegsError::TlsHalf),
+            (Some(_), None) => return Err(LegsError::TlsHalf { missing: "tls_key_file" }),
+            (None, Some(_)) => return Err(LegsError::TlsHalf { missing: "tls_cert_file" }),
         };
-        Ok(LoadedLegs { secrets, tls })
+        Ok(LegsSettings { config: self.clone(), secrets, tls })
     }
 }
 
@@ -195,20 +222,26 @@ struct State {
     max_body_bytes: usize,
     body_timeout: Duration,
     tx: mpsc::Sender<LegUpdate>,
-    warn: Mutex<Option<Instant>>,
+    /// Refusals and cut-off connections: one warning per 10 s for the whole endpoint.
+    warn: LogGate,
     replay: Mutex<ReplayGuard>,
 }
 
 impl LegAnnounceServer {
-    /// Loads the secrets (and the certificate), binds the address.
+    /// Loads `config` ([`LegsConfig::load`]) and binds it.
     pub async fn bind(config: &LegsConfig) -> Result<LegAnnounceServer, LegsError> {
-        let LoadedLegs { secrets, tls } = config.load()?;
+        LegAnnounceServer::bind_loaded(&config.load()?).await
+    }
+
+    /// Binds the address of settings loaded earlier.
+    pub async fn bind_loaded(settings: &LegsSettings) -> Result<LegAnnounceServer, LegsError> {
+        let config = &settings.config;
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| LegsError::Bind { addr: config.listen, source })?;
         Ok(LegAnnounceServer {
             listener,
-            tls,
-            secrets,
+            tls: settings.tls.clone(),
+            secrets: settings.secrets.clone(),
             max_body_bytes: config.max_body_bytes,
             limits: Limits::of(config),
         })
@@ -227,7 +260,7 @@ impl LegAnnounceServer {
             max_body_bytes,
             body_timeout: limits.body,
             tx,
-            warn: Mutex::new(None),
+            warn: LogGate::every(10_000),
             replay: Mutex::new(ReplayGuard::new(DEFAULT_TOLERANCE_SECS, limits.max_ids)),
         });
         tokio::select! {
@@ -485,12 +518,7 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
 
 /// Whether a warning may be logged now: at most one every 10 s for the whole endpoint.
 fn may_warn(state: &State) -> bool {
-    let mut last = state.warn.lock().unwrap_or_else(PoisonError::into_inner);
-    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-        *last = Some(Instant::now());
-        return true;
-    }
-    false
+    state.warn.allow_now().is_some()
 }
 
 /// Counts a refused request and logs it at most every 10 s.
@@ -512,7 +540,7 @@ fn is_json(req: &Request<Incoming>) -> bool {
 }
 
 fn unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    listener_kit::clock::now().0 / 1000
 }
 
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Full<Bytes>>, Infallible> {

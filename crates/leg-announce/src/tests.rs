@@ -124,18 +124,19 @@ fn limits_have_defaults_and_ranges() {
     let bad = |edit: fn(&mut LegsConfig)| {
         let mut c = c.clone();
         edit(&mut c);
-        c.load().unwrap_err().to_string()
+        let e = c.load().unwrap_err();
+        format!("legs.{}: {e}", e.key().unwrap_or("-"))
     };
-    assert_eq!(bad(|c| c.max_connections = 0), "legs.max_connections: must be from 1 to 4096 connections, not 0");
+    assert_eq!(bad(|c| c.max_connections = 0), "legs.max_connections: must be between 1 and 4096 connections, not 0");
     assert_eq!(
         bad(|c| c.idle_timeout_ms = 600_001),
-        "legs.idle_timeout_ms: must be from 100 to 600000 milliseconds, not 600001"
+        "legs.idle_timeout_ms: must be between 100 and 600000 milliseconds, not 600001"
     );
     assert_eq!(
         bad(|c| c.body_timeout_ms = 99),
-        "legs.body_timeout_ms: must be from 100 to 300000 milliseconds, not 99"
+        "legs.body_timeout_ms: must be between 100 and 300000 milliseconds, not 99"
     );
-    assert_eq!(bad(|c| c.max_body_bytes = 10), "legs.max_body_bytes: must be from 1024 to 16777216 bytes, not 10");
+    assert_eq!(bad(|c| c.max_body_bytes = 10), "legs.max_body_bytes: must be between 1024 and 16777216 bytes, not 10");
     // In range, the next check speaks: the secrets.
     assert_eq!(bad(|_| {}), "legs.signing_secret_files: at least one secret file is required");
 }

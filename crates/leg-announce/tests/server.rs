@@ -217,7 +217,11 @@ async fn startup_errors_name_the_key() {
         max_body_bytes: 1024,
         ..LegsConfig::new("127.0.0.1:0".parse().unwrap(), files)
     };
-    let err = |c: LegsConfig| async move { LegAnnounceServer::bind(&c).await.unwrap_err().to_string() };
+    // The daemon prints the key before the message; so does this helper.
+    let err = |c: LegsConfig| async move {
+        let e = LegAnnounceServer::bind(&c).await.unwrap_err();
+        format!("legs.{}: {e}", e.key().unwrap_or("-"))
+    };
     assert_eq!(
         err(config(vec![], None, None)).await,
         "legs.signing_secret_files: at least one secret file is required"
@@ -234,7 +238,9 @@ async fn startup_errors_name_the_key() {
     assert!(err(config(vec![dir.join("short")], None, None)).await.contains("24 to 64 random bytes"));
     let s = vec![dir.join("s")];
     assert!(
-        err(config(s.clone(), Some(dir.join("c")), None)).await.starts_with("legs.tls_cert_file and legs.tls_key_file")
+        err(config(s.clone(), Some(dir.join("c")), None))
+            .await
+            .starts_with("legs.tls_key_file: is missing: tls_cert_file and tls_key_file go together")
     );
     std::fs::write(dir.join("empty.pem"), "").unwrap();
     assert!(
@@ -244,10 +250,13 @@ async fn startup_errors_name_the_key() {
     );
     // The limits' ranges, with the key, the range and the unit.
     let fast = LegsConfig { header_timeout_ms: 50, ..config(s.clone(), None, None) };
-    assert_eq!(err(fast).await, "legs.header_timeout_ms: must be from 100 to 120000 milliseconds, not 50");
+    assert_eq!(err(fast).await, "legs.header_timeout_ms: must be between 100 and 120000 milliseconds, not 50");
     let per_source = LegsConfig { max_connections: 8, max_connections_per_source: 9, ..config(s.clone(), None, None) };
     let e = err(per_source).await;
-    assert_eq!(e, "legs.max_connections_per_source: must be from 1 to 8 connections (at most max_connections), not 9");
+    assert_eq!(
+        e,
+        "legs.max_connections_per_source: must be between 1 and 8 connections (at most max_connections), not 9"
+    );
     assert_eq!(
         LegsConfig { max_remembered_ids: 0, ..config(s, None, None) }.load().unwrap_err().key(),
         Some("max_remembered_ids")

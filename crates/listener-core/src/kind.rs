@@ -92,6 +92,51 @@ pub trait PbxKind: 'static {
     /// The adapter for one block. `state` is what this adapter checkpointed
     /// ([`crate::AdapterEvent::Checkpoint`]) before the daemon last stopped.
     fn build(pbx: PbxId, settings: Self::Settings, state: AdapterState) -> Box<dyn Adapter>;
+
+    /// Every metric the adapter emits (through the `metrics` facade), so that the daemon
+    /// describes them on `/metrics` (`# HELP`, `# TYPE`). Default: none.
+    fn metrics() -> &'static [MetricDescription] {
+        &[]
+    }
+}
+
+/// A metric, as the daemon describes it on `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricDescription {
+    /// `pbx_listener_<name>_<unit>[_total]`.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// One sentence, with its labels.
+    pub help: &'static str,
+}
+
+impl MetricDescription {
+    /// A counter (its name ends in `_total`).
+    pub const fn counter(name: &'static str, help: &'static str) -> MetricDescription {
+        MetricDescription { name, kind: MetricKind::Counter, help }
+    }
+
+    /// A gauge.
+    pub const fn gauge(name: &'static str, help: &'static str) -> MetricDescription {
+        MetricDescription { name, kind: MetricKind::Gauge, help }
+    }
+
+    /// A histogram.
+    pub const fn histogram(name: &'static str, help: &'static str) -> MetricDescription {
+        MetricDescription { name, kind: MetricKind::Histogram, help }
+    }
+}
+
+/// What kind of metric a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up (`_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations in buckets.
+    Histogram,
 }
 
 /// What [`PbxKind::load`] may need from the daemon.

@@ -50,12 +50,14 @@ mod source_limit;
 
 pub use adapter::{Adapter, AdapterError, AdapterEvent, BoxFuture, LinkState, SignalSink, SinkClosed};
 pub use binding::{CorrelatedSignal, LegBinding, MatchMethod};
-pub use kind::{AdapterState, LoadContext, PbxKind, SettingError, SettingErrors, serde_fields};
+pub use kind::{
+    AdapterState, LoadContext, MetricDescription, MetricKind, PbxKind, SettingError, SettingErrors, serde_fields,
+};
 pub use lifecycle::{CallLifecycle, EventContext, OutgoingEvent, RestoreError, STANDARD_META_KEYS, StateChange};
 pub use number::{NumberCache, NumberPlan, NumberPlanError, WITHHELD};
 pub use secret::Secret;
 pub use signal::{
-    CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal, ExtensionState, Facts,
-    PbxCallId, PbxId, PbxSignal, PbxType, SignalBody, UnixMillis,
+    AFTER_THE_FACT_SOURCES, CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal,
+    ExtensionState, Facts, PbxCallId, PbxId, PbxSignal, PbxType, SignalBody, UnixMillis,
 };
 pub use source_limit::{SourceGuard, SourceLimiter, source_of};

@@ -167,6 +167,12 @@ impl CallLifecycle {
         }
     }
 
+    /// New account and static tags (a configuration reload): events built from now on carry
+    /// them; open calls and their state are kept.
+    pub fn set_context(&mut self, ctx: EventContext) {
+        self.ctx = ctx;
+    }
+
     /// Number of PBX calls currently open.
     pub fn open_calls(&self) -> usize {
         self.calls.len()

@@ -115,6 +115,20 @@ pub struct PbxSignal {
     pub body: SignalBody,
 }
 
+/// The [`PbxSignal::source`]s of feeds that report a call only after it happened (SMDR writes a
+/// record when a call segment ends, a CDR when the call ends). Their times are the PBX's own,
+/// and whatever platform leg the call had was announced long before: correlation decides such
+/// a call at once, on the PBX's call start (DESIGN §5).
+pub const AFTER_THE_FACT_SOURCES: [&str; 2] = ["smdr", "cdr"];
+
+impl PbxSignal {
+    /// Whether the signal comes from a feed that reports after the fact
+    /// ([`AFTER_THE_FACT_SOURCES`]).
+    pub fn after_the_fact(&self) -> bool {
+        AFTER_THE_FACT_SOURCES.contains(&self.source)
+    }
+}
+
 /// A fact about a device in a call, or about an extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignalBody {

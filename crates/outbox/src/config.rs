@@ -152,7 +152,7 @@ impl OutboxSettings {
                 Ok(()) => DataDirCheck::Ready,
                 Err(e) => DataDirCheck::Unusable(format!("{} is not writable by this user: {e}", dir.display())),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
                 if dir == Path::new(DEFAULT_DATA_DIR) {
                     return DataDirCheck::WillBeCreated(format!(
                         "{} does not exist yet; systemd's StateDirectory=pbx-listener creates it when the service \

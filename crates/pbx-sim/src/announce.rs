@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use generic_event::{EventKind, GenericEvent, MediaType, Status};
@@ -77,7 +77,7 @@ pub async fn announce(url: &str, secrets: &[SigningSecret], events: &[GenericEve
         [one] => serde_json::to_vec(one)?,
         many => serde_json::to_vec(many)?,
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = listener_kit::clock::now().0 / 1000;
     let id = format!("msg_{}", Uuid::new_v4().simple());
     let signature = sign_header(secrets, &id, now, &body);
     let head = format!(
@@ -187,7 +187,7 @@ pub async fn run_cli(args: Args) -> anyhow::Result<()> {
         to: args.to,
         meta,
     };
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now_ms = listener_kit::clock::now().0;
     let event = b_leg_event(&leg, status, now_ms);
     let (code, body) = announce(&args.url, &secrets, std::slice::from_ref(&event)).await?;
     println!("{code} {body}");

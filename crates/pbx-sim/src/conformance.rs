@@ -13,7 +13,9 @@
 //! use pbx_sim::conformance::{Conformance, ListenerRig, PbxBlock, SequenceKey};
 //!
 //! let block = PbxBlock::new("sim", "avaya-r11", "host = \"127.0.0.1\"\nport = 50797\n…");
-//! let rig = ListenerRig::start(env!("CARGO_BIN_EXE_pbx-listener").as_ref(), &[block], "").await?;
+//! // In a test of the `pbx-listener` package: env!("CARGO_BIN_EXE_pbx-listener").
+//! let binary = std::path::Path::new("target/debug/pbx-listener");
+//! let rig = ListenerRig::start(binary, &[block], "").await?;
 //! // … play a scenario on the simulator …
 //! let events = rig.wait_for_events(5).await?;
 //! Conformance::new(SequenceKey::Extension)
@@ -70,6 +72,8 @@ pub struct ListenerRig {
     binary: PathBuf,
     config: PathBuf,
     platform: Platform,
+    admin: std::net::SocketAddr,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     runs: u32,
     limit: Duration,
@@ -97,6 +101,10 @@ impl ListenerRig {
         .context("starting the platform receiver")?;
         std::fs::write(dir.path().join("platform-secret"), platform_secret().to_whsec())
             .context("writing the platform secret")?;
+        // A free loopback port for the admin endpoint (free when asked; the daemon binds it soon).
+        let admin = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port for the admin endpoint")?;
         let mut text = format!(
             r#"[account]
 id = "9539ee93-64c8-802b-360b-c6f2f7cf2507"
@@ -116,7 +124,7 @@ data_dir = "state"
 max_bytes = 67108864
 
 [admin]
-enabled = false
+listen = "{admin}"
 
 "#,
             url = platform.url()
@@ -130,7 +138,17 @@ enabled = false
         text.push_str(extra);
         let config = dir.path().join("pbx-listener.toml");
         std::fs::write(&config, text).context("writing the configuration")?;
-        Ok(ListenerRig { dir, binary: binary.to_owned(), config, platform, child: None, runs: 0, limit: LIMIT })
+        Ok(ListenerRig {
+            dir,
+            binary: binary.to_owned(),
+            config,
+            platform,
+            admin,
+            env: Vec::new(),
+            child: None,
+            runs: 0,
+            limit: LIMIT,
+        })
     }
 
     /// The rig's directory (configuration, secrets, outbox, logs).
@@ -151,6 +169,48 @@ enabled = false
     /// The longest a wait may take.
     pub fn limit(&self) -> Duration {
         self.limit
+    }
+
+    /// The admin endpoint's address (`/metrics`, `/status`).
+    pub fn admin(&self) -> std::net::SocketAddr {
+        self.admin
+    }
+
+    /// An environment variable for the next [`ListenerRig::spawn`] (e.g. `NOTIFY_SOCKET`).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Sends `signal` (`"HUP"`, `"TERM"`) to the running daemon.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("the daemon is not running")?;
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().context("kill")?;
+        if !status.success() {
+            bail!("kill -{signal} failed");
+        }
+        Ok(())
+    }
+
+    /// The running daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the daemon is still running (`false` once it exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// A plain HTTP GET of the admin endpoint: the body, or `None` when it does not answer.
+    pub fn admin_get(&self, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.admin).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.admin).ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
     }
 
     /// Writes a file into the rig's directory (a password the simulator accepts).
@@ -178,6 +238,7 @@ enabled = false
             .arg(&self.config)
             .arg("--log-format")
             .arg("text")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("the daemon's log")?)
             .stderr(log)

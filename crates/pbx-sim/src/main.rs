@@ -19,6 +19,14 @@ enum Command {
     /// An Avaya IP Office R11 DevLink3 server playing scripted call scenarios.
     #[command(name = "avaya-r11")]
     AvayaR11(pbx_sim::avaya_r11::Args),
+    /// An Avaya IP Office R9: SMDR (it listens, or connects to the collector) and a DevLink
+    /// relay's Delta2 feed, playing scripted calls.
+    #[command(name = "avaya-r9")]
+    AvayaR9(pbx_sim::avaya_r9::Args),
+    /// A 3CX V20 PBX: the Call Control API (HTTP/WS or HTTPS/WSS) and the CDR socket, playing
+    /// scripted call scenarios.
+    #[command(name = "3cx")]
+    ThreeCx(pbx_sim::threecx::Args),
     /// Announce a B leg to pbx-listener as the platform does (a signed Level 2 event).
     Announce(pbx_sim::announce::Args),
     /// Drive the real pbx-listener at a chosen call rate and report throughput, latency,
@@ -43,6 +51,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Platform(args) => pbx_sim::platform::run_cli(args).await,
             Command::AvayaR11(args) => pbx_sim::avaya_r11::run_cli(args).await,
+            Command::AvayaR9(args) => pbx_sim::avaya_r9::run_cli(args).await,
+            Command::ThreeCx(args) => pbx_sim::threecx::run_cli(args).await,
             Command::Announce(args) => pbx_sim::announce::run_cli(args).await,
             Command::Load(args) => pbx_sim::load::run_cli(args).await,
         }

@@ -2,36 +2,8 @@
 //! together. Metrics are `pbx_listener_sip_tap_*_total` with small, fixed label sets.
 
 use listener_core::UnixMillis;
+use listener_kit::LogGate;
 use metrics::counter;
-
-/// Lets one warning through per interval and counts what it held back.
-#[derive(Debug, Clone)]
-pub struct LogLimiter {
-    interval_ms: u64,
-    last: Option<UnixMillis>,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    /// One warning per `interval_ms`.
-    pub fn new(interval_ms: u64) -> LogLimiter {
-        LogLimiter { interval_ms, last: None, suppressed: 0 }
-    }
-
-    /// `Some(n)` when a warning may be logged now (`n` were held back since the last one).
-    pub fn allow(&mut self, now: UnixMillis) -> Option<u64> {
-        match self.last {
-            Some(last) if now.since(last) < self.interval_ms => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
 
 /// Where a packet came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +34,7 @@ pub(crate) fn packet_received(transport: Transport) {
 
 /// `SipTapPacketRejected`: a HEP packet was refused (malformed, wrong key, not SIP).
 pub(crate) fn packet_rejected(
-    limiter: &mut LogLimiter,
+    limiter: &LogGate,
     now: UnixMillis,
     transport: Transport,
     reason: &'static str,
@@ -77,7 +49,7 @@ pub(crate) fn packet_rejected(
 
 /// `SipTapMessageMalformed`: a SIP message could not be read.
 pub(crate) fn message_malformed(
-    limiter: &mut LogLimiter,
+    limiter: &LogGate,
     now: UnixMillis,
     transport: Transport,
     reason: &'static str,
@@ -102,7 +74,7 @@ pub(crate) fn leg_update(kind: &'static str) {
 
 /// `SipTapLegWithoutSid`: a leg was learned without a callSid; it cannot be bound until a
 /// response or an announcement brings the sids.
-pub(crate) fn leg_without_sid(limiter: &mut LogLimiter, now: UnixMillis, call_id: &str, header: &str) {
+pub(crate) fn leg_without_sid(limiter: &LogGate, now: UnixMillis, call_id: &str, header: &str) {
     // Counted with the leg updates (`update = "learned-without-sid"`).
     if let Some(suppressed) = limiter.allow(now) {
         tracing::warn!(
@@ -116,12 +88,7 @@ pub(crate) fn leg_without_sid(limiter: &mut LogLimiter, now: UnixMillis, call_id
 }
 
 /// `SipTapTcpStreamLost`: garbage on a HEP-over-TCP stream; the connection was closed.
-pub(crate) fn stream_lost(
-    limiter: &mut LogLimiter,
-    now: UnixMillis,
-    transport: Transport,
-    detail: &dyn std::fmt::Display,
-) {
+pub(crate) fn stream_lost(limiter: &LogGate, now: UnixMillis, transport: Transport, detail: &dyn std::fmt::Display) {
     counter!("pbx_listener_sip_tap_tcp_streams_closed_total", "reason" => "garbage").increment(1);
     if let Some(suppressed) = limiter.allow(now) {
         tracing::warn!(
@@ -142,7 +109,7 @@ pub(crate) fn connection_idle(peer: std::net::SocketAddr) {
 
 /// `SipTapTcpConnectionRefused`: a source already holds `max_tcp_connections_per_source`
 /// connections; one more was closed at once.
-pub(crate) fn connection_refused(limiter: &mut LogLimiter, now: UnixMillis, peer: std::net::SocketAddr, max: usize) {
+pub(crate) fn connection_refused(limiter: &LogGate, now: UnixMillis, peer: std::net::SocketAddr, max: usize) {
     counter!("pbx_listener_sip_tap_tcp_connections_refused_total", "reason" => "per-source").increment(1);
     if let Some(suppressed) = limiter.allow(now) {
         tracing::warn!(
@@ -156,7 +123,7 @@ pub(crate) fn connection_refused(limiter: &mut LogLimiter, now: UnixMillis, peer
 
 /// `SipTapTcpAcceptError`: accepting a HEP-over-TCP connection failed (out of file
 /// descriptors, a reset before accept); the listener goes on.
-pub(crate) fn accept_failed(limiter: &mut LogLimiter, now: UnixMillis, error: &std::io::Error) {
+pub(crate) fn accept_failed(limiter: &LogGate, now: UnixMillis, error: &std::io::Error) {
     counter!("pbx_listener_sip_tap_tcp_accept_errors_total").increment(1);
     if let Some(suppressed) = limiter.allow(now) {
         tracing::warn!(%error, suppressed, "SIP tap cannot accept a HEP TCP connection.");

@@ -46,9 +46,9 @@ pub mod sip;
 mod tap;
 
 pub use config::SipTapConfig;
-pub use events::{LogLimiter, Transport};
+pub use events::Transport;
 pub use learner::{LearnerConfig, LegLearner};
-pub use server::{SipTap, SipTapError, StatsHandle};
+pub use server::{SipTap, SipTapError, SipTapSettings, StatsHandle};
 pub use tap::{TapCore, TapSettings, TapStats};
 
 #[cfg(test)]

@@ -4,25 +4,29 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use correlation::LegUpdate;
-use listener_core::{SourceLimiter, UnixMillis};
+use listener_core::SourceLimiter;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::config::SipTapConfig;
-use crate::events::{self, LogLimiter, Transport};
+use listener_kit::LogGate;
+use listener_kit::clock::now;
+
+use crate::events::{self, Transport};
 use crate::hep;
 use crate::tap::{TapCore, TapSettings, TapStats};
 
-/// Why the tap could not start or stopped.
+/// Why the tap could not start or stopped. [`SipTapError::key`] names the `[sip_tap]` key the
+/// error is about; the message says what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum SipTapError {
     /// A listen address could not be bound.
-    #[error("{key} = {addr}: cannot listen: {source}")]
+    #[error("{addr}: cannot listen: {source}")]
     Bind {
         /// The configuration key.
         key: &'static str,
@@ -33,7 +37,7 @@ pub enum SipTapError {
         source: std::io::Error,
     },
     /// The HEP auth key file could not be read, or is empty.
-    #[error("hep_auth_key_file = {path}: {reason}")]
+    #[error("{path}: {reason}")]
     AuthKeyFile {
         /// The file.
         path: String,
@@ -41,7 +45,7 @@ pub enum SipTapError {
         reason: String,
     },
     /// A number is outside its range.
-    #[error("sip_tap.{key}: must be from {min} to {max} {unit}, not {value}")]
+    #[error("must be between {min} and {max} {unit}, not {value}")]
     OutOfRange {
         /// The key.
         key: &'static str,
@@ -82,9 +86,40 @@ impl SipTapError {
     }
 }
 
+/// `[sip_tap]` loaded ([`SipTapConfig::load`]): ranges checked, the HEP key read. What the
+/// daemon's configuration holds and [`SipTap::bind_loaded`] starts from. `Debug` shows no key.
+#[derive(Clone)]
+pub struct SipTapSettings {
+    config: SipTapConfig,
+    hep_auth_key: Option<Vec<u8>>,
+}
+
+impl SipTapSettings {
+    /// The section as written (paths as resolved by the caller).
+    pub fn config(&self) -> &SipTapConfig {
+        &self.config
+    }
+}
+
+impl std::fmt::Debug for SipTapSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipTapSettings")
+            .field("config", &self.config)
+            .field("hep_auth_key", &self.hep_auth_key.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
 impl SipTapConfig {
-    /// Checks the connection limits' ranges: what `check-config` runs (with
-    /// [`SipTapConfig::load_auth_key`]), and what [`SipTap::bind`] starts with.
+    /// Checks the ranges and reads the HEP key file: what `check-config` runs and the daemon
+    /// keeps.
+    pub fn load(&self) -> Result<SipTapSettings, SipTapError> {
+        self.validate()?;
+        let hep_auth_key = self.load_auth_key()?;
+        Ok(SipTapSettings { config: self.clone(), hep_auth_key })
+    }
+
+    /// Checks the connection limits' ranges.
     pub fn validate(&self) -> Result<(), SipTapError> {
         let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
         let checks = [
@@ -104,8 +139,7 @@ impl SipTapConfig {
         }
     }
 
-    /// Reads `hep_auth_key_file` (surrounding whitespace ignored; an empty key is an error):
-    /// what `check-config` runs, and what [`SipTap::bind`] starts with.
+    /// Reads `hep_auth_key_file` (surrounding whitespace ignored; an empty key is an error).
     pub fn load_auth_key(&self) -> Result<Option<Vec<u8>>, SipTapError> {
         let Some(path) = &self.hep_auth_key_file else { return Ok(None) };
         let bad = |reason: String| SipTapError::AuthKeyFile { path: path.display().to_string(), reason };
@@ -119,10 +153,14 @@ impl SipTapConfig {
 }
 
 impl SipTap {
-    /// Binds every configured listener and reads the auth key file.
+    /// Loads `config` ([`SipTapConfig::load`]) and binds it.
     pub async fn bind(config: SipTapConfig) -> Result<SipTap, SipTapError> {
-        config.validate()?;
-        let hep_auth_key = config.load_auth_key()?;
+        SipTap::bind_loaded(config.load()?).await
+    }
+
+    /// Binds every listener of settings loaded earlier.
+    pub async fn bind_loaded(settings: SipTapSettings) -> Result<SipTap, SipTapError> {
+        let SipTapSettings { config, hep_auth_key } = settings;
         let hep_udp = bind_udp("hep_udp_listen", config.hep_udp_listen).await?;
         let sip_udp = bind_udp("sip_udp_listen", config.sip_udp_listen).await?;
         let hep_tcp = match config.hep_tcp_listen {
@@ -198,10 +236,6 @@ async fn bind_udp(key: &'static str, addr: Option<SocketAddr>) -> Result<Option<
     }
 }
 
-fn now() -> UnixMillis {
-    UnixMillis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
-}
-
 /// Feeds one input to the core and takes its updates out (the lock is never held across an
 /// await).
 fn feed(core: &Mutex<TapCore>, f: impl FnOnce(&mut TapCore)) -> Vec<LegUpdate> {
@@ -275,7 +309,7 @@ async fn tcp_loop(
     let limit = Arc::new(Semaphore::new(config.max_tcp_connections.max(1)));
     let sources = SourceLimiter::new(config.max_tcp_connections_per_source);
     let idle = Duration::from_secs(config.tcp_idle_timeout_secs.max(1));
-    let mut log = LogLimiter::new(10_000);
+    let log = LogGate::every(10_000);
     // Dropping the set (when `run` returns) aborts every connection.
     let mut connections = JoinSet::new();
     loop {
@@ -286,7 +320,7 @@ async fn tcp_loop(
             r = listener.accept() => match r {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    events::accept_failed(&mut log, now(), &e);
+                    events::accept_failed(&log, now(), &e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -294,7 +328,7 @@ async fn tcp_loop(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let Some(place) = sources.try_acquire(peer.ip()) else {
-            events::connection_refused(&mut log, now(), peer, config.max_tcp_connections_per_source);
+            events::connection_refused(&log, now(), peer, config.max_tcp_connections_per_source);
             continue;
         };
         tracing::debug!(%peer, "HEP TCP connection accepted.");

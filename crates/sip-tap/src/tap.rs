@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use correlation::LegUpdate;
 use listener_core::UnixMillis;
 
-use crate::events::{self, LogLimiter, Transport};
+use listener_kit::LogGate;
+
+use crate::events::{self, Transport};
 use crate::hep::{self, PROTO_TYPE_SIP};
 use crate::learner::{LearnerConfig, LegLearner};
 use crate::sip::{self, SipMessage};
@@ -56,9 +58,9 @@ pub struct TapCore {
     max_message_bytes: usize,
     out: VecDeque<LegUpdate>,
     stats: TapStats,
-    hep_log: LogLimiter,
-    sip_log: LogLimiter,
-    sid_log: LogLimiter,
+    hep_log: LogGate,
+    sip_log: LogGate,
+    sid_log: LogGate,
     call_sid_header: String,
 }
 
@@ -72,9 +74,9 @@ impl TapCore {
             max_message_bytes: settings.max_message_bytes,
             out: VecDeque::new(),
             stats: TapStats::default(),
-            hep_log: LogLimiter::new(10_000),
-            sip_log: LogLimiter::new(10_000),
-            sid_log: LogLimiter::new(10_000),
+            hep_log: LogGate::every(10_000),
+            sip_log: LogGate::every(10_000),
+            sid_log: LogGate::every(10_000),
         }
     }
 
@@ -103,7 +105,7 @@ impl TapCore {
     /// and logged (rate-limited).
     pub fn handle_stream_lost(&mut self, now: UnixMillis, transport: Transport, error: &dyn std::fmt::Display) {
         self.stats.tcp_streams_lost += 1;
-        events::stream_lost(&mut self.hep_log, now, transport, error);
+        events::stream_lost(&self.hep_log, now, transport, error);
     }
 
     /// The next leg update.
@@ -119,7 +121,7 @@ impl TapCore {
             Ok(p) => p,
             Err(e) => {
                 self.stats.hep_malformed += 1;
-                events::packet_rejected(&mut self.hep_log, now, transport, e.kind(), &e);
+                events::packet_rejected(&self.hep_log, now, transport, e.kind(), &e);
                 return;
             }
         };
@@ -127,7 +129,7 @@ impl TapCore {
             && !p.has_auth_key(key)
         {
             self.stats.hep_unauthorized += 1;
-            events::packet_rejected(&mut self.hep_log, now, transport, "auth", &"missing or wrong HEP auth key");
+            events::packet_rejected(&self.hep_log, now, transport, "auth", &"missing or wrong HEP auth key");
             return;
         }
         let payload = match (p.proto_type, p.payload) {
@@ -194,7 +196,7 @@ impl TapCore {
 
     fn malformed(&mut self, now: UnixMillis, transport: Transport, e: &sip::SipError) {
         self.stats.sip_malformed += 1;
-        events::message_malformed(&mut self.sip_log, now, transport, e.kind(), e);
+        events::message_malformed(&self.sip_log, now, transport, e.kind(), e);
     }
 
     fn learn(&mut self, now: UnixMillis, transport: Transport, captured_at: Option<UnixMillis>, msg: &SipMessage<'_>) {
@@ -214,7 +216,7 @@ impl TapCore {
                 // Learned, but no PBX call can bind to it without its sids: say so, or a
                 // missing header looks like a working tap.
                 self.stats.legs_without_sid += 1;
-                events::leg_without_sid(&mut self.sid_log, now, msg.call_id(), &self.call_sid_header);
+                events::leg_without_sid(&self.sid_log, now, msg.call_id(), &self.call_sid_header);
             }
             // The URIs as written (escapes kept): the update has the numbers read out of them.
             tracing::debug!(

@@ -515,15 +515,6 @@ fn percent_encoded_users_are_numbers() {
 }
 
 #[test]
-fn log_limiter_counts_what_it_holds_back() {
-    let mut l = LogLimiter::new(1_000);
-    assert_eq!(l.allow(UnixMillis(0)), Some(0));
-    assert_eq!(l.allow(UnixMillis(10)), None);
-    assert_eq!(l.allow(UnixMillis(999)), None);
-    assert_eq!(l.allow(UnixMillis(1_000)), Some(2));
-}
-
-#[test]
 fn config_defaults_and_unknown_keys() {
     let c: SipTapConfig = toml::from_str("hep_udp_listen = \"127.0.0.1:9060\"").unwrap();
     assert_eq!(c.call_sid_header, "X-Call-Sid");

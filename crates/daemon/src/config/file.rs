@@ -107,7 +107,7 @@ pub struct LogSection {
     /// systemd), `"text"` or `"json"`.
     #[serde(default)]
     pub format: LogFormat,
-    /// A `tracing` filter such as `"info"` or `"info,adapter_avaya_r11=debug"`. Default
+    /// A `tracing` filter such as `"info"` or `"info,pbx_listener=debug"`. Default
     /// `"info"`; the `RUST_LOG` environment variable overrides it.
     pub level: Option<String>,
 }

@@ -10,6 +10,7 @@
 //! `/run/credentials/<unit>/`), and are never printed: [`Config::summary`] shows paths only.
 
 pub mod file;
+mod fingerprint;
 mod span;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +27,7 @@ use uuid::Uuid;
 pub use file::LogFormat;
 
 use crate::pbx_types::{self, BlockError, LoadedPbx};
+pub use fingerprint::{Fingerprint, Fingerprints};
 pub use span::{KeyPath, SpanIndex, line_col};
 
 /// Where the daemon looks for its configuration by default.
@@ -93,10 +95,10 @@ pub struct Config {
     pub platform: forwarder::ForwarderSettings,
     /// `[correlation]`, validated, its patterns compiled, knowing whether a leg source exists.
     pub correlation: correlation::CorrelationSettings,
-    /// `[legs]`, paths resolved and secrets checked, if configured.
-    pub legs: Option<leg_announce::LegsConfig>,
-    /// `[sip_tap]`, paths resolved, if configured.
-    pub sip_tap: Option<sip_tap::SipTapConfig>,
+    /// `[legs]` loaded (secrets, certificate and key read), if configured.
+    pub legs: Option<leg_announce::LegsSettings>,
+    /// `[sip_tap]` loaded (the HEP key read), if configured.
+    pub sip_tap: Option<sip_tap::SipTapSettings>,
     /// `[outbox]`, validated (the outbox crate's own settings).
     pub outbox: outbox::OutboxSettings,
     /// `[admin]`.
@@ -106,6 +108,8 @@ pub struct Config {
     /// What works but is probably not what the admin meant (`check-config` prints these; `run`
     /// logs them).
     pub warnings: Vec<ConfigError>,
+    /// What each section and `[[pbx]]` block says, for a reload to tell what changed.
+    pub fingerprints: Fingerprints,
 }
 
 /// `[account]`, validated.
@@ -179,18 +183,6 @@ impl<'a> Checker<'a> {
             key: at_span.as_ref().or(key).filter(|k| !k.0.is_empty()).map(ToString::to_string),
             message: err.message().trim_end().to_owned(),
         });
-    }
-
-    /// A component's error about `section.key` (or the whole section): placed at that key, the
-    /// component's own `"section.key: "` prefix dropped from the message.
-    pub(crate) fn keyed(&mut self, section: &str, key: Option<&str>, error: &dyn fmt::Display) {
-        let text = error.to_string();
-        let (path, prefix) = match key {
-            Some(k) => (KeyPath::keys(&[section, k]), format!("{section}.{k}: ")),
-            None => (KeyPath::keys(&[section]), String::new()),
-        };
-        let message = text.strip_prefix(&prefix).unwrap_or(&text).to_owned();
-        self.at(&path, message);
     }
 
     /// Deserialises a sub-value with spans preserved, so its errors point into the file.
@@ -270,6 +262,15 @@ fn validate(
             check.at(&KeyPath::keys(&["meta"]), "tag names must not be empty");
         }
     }
+    if !(1..=15).contains(&raw.numbers.max_extension_digits) {
+        check.at(
+            &KeyPath::keys(&["numbers", "max_extension_digits"]),
+            format!(
+                "must be between 1 and 15 digits (E.164 numbers have at most 15), not {}",
+                raw.numbers.max_extension_digits
+            ),
+        );
+    }
     let numbers = match NumberPlan::new(&raw.numbers.default_region, raw.numbers.max_extension_digits) {
         Ok(plan) => Some(plan),
         Err(e) => {
@@ -279,21 +280,16 @@ fn validate(
     };
     let pbx = validate_pbx_blocks(check, index, base);
     let platform = load_platform(check, raw.platform, base);
-    let legs = raw.legs.map(|legs| check_legs(check, legs, base));
-    let sip_tap = raw.sip_tap.map(|mut tap| {
+    let leg_sources = raw.legs.is_some() || raw.sip_tap.is_some();
+    let legs = raw.legs.and_then(|legs| load_legs(check, legs, base));
+    let sip_tap = raw.sip_tap.and_then(|mut tap| {
         if let Some(p) = &mut tap.hep_auth_key_file {
             *p = resolve(base, p);
         }
-        if let Err(e) = tap.validate() {
-            check.keyed("sip_tap", e.key(), &e);
-        }
-        if let Err(e) = tap.load_auth_key() {
-            check.keyed("sip_tap", Some("hep_auth_key_file"), &e);
-        }
-        tap
+        tap.load().map_err(|e| check.at(&section_key("sip_tap", e.key()), e.to_string())).ok()
     });
     let correlation = match correlation::CorrelationSettings::new(raw.correlation) {
-        Ok(settings) => Some(settings.with_leg_sources(legs.is_some() || sip_tap.is_some())),
+        Ok(settings) => Some(settings.with_leg_sources(leg_sources)),
         Err(e) => {
             check.at(&KeyPath::keys(&["correlation", e.key()]), e.to_string());
             None
@@ -335,7 +331,28 @@ fn validate(
         admin,
         log: raw.log,
         warnings: Vec::new(),
+        fingerprints: fingerprints(index, base),
     })
+}
+
+/// Every section's and `[[pbx]]` block's fingerprint.
+fn fingerprints(index: &SpanIndex<'_>, base: &Path) -> Fingerprints {
+    let mut prints = Fingerprints::default();
+    for (key, value) in index.doc().get_ref() {
+        let key = key.get_ref().to_string();
+        if key != "pbx" {
+            prints.sections.insert(key, Fingerprint::of(value, base));
+            continue;
+        }
+        for block in value.get_ref().as_array().into_iter().flatten() {
+            if let Some(DeValue::String(name)) =
+                block.get_ref().as_table().and_then(|t| t.get("name")).map(|v| v.get_ref())
+            {
+                prints.pbx.insert(name.to_string(), Fingerprint::of(block, base));
+            }
+        }
+    }
+    prints
 }
 
 /// Only the `[[pbx]]` blocks of `text` (the demo's simulated PBXs): loaded exactly as in a
@@ -448,29 +465,34 @@ fn load_platform(
     match platform.load() {
         Ok(settings) => Some(settings),
         Err(e) => {
-            let key = match e.key() {
-                Some(k) => KeyPath::keys(&["platform", k]),
-                None => KeyPath::keys(&["platform"]),
-            };
-            check.at(&key, e.to_string());
+            check.at(&section_key("platform", e.key()), e.to_string());
             None
         }
     }
 }
 
 /// `[legs]`: paths resolved, then the endpoint's own `load` reads and checks the secret,
-/// certificate and key files now, so that `check-config` finds a bad one.
-fn check_legs(check: &mut Checker<'_>, mut legs: leg_announce::LegsConfig, base: &Path) -> leg_announce::LegsConfig {
+/// certificate and key files, once: the settings are what `run` binds.
+fn load_legs(
+    check: &mut Checker<'_>,
+    mut legs: leg_announce::LegsConfig,
+    base: &Path,
+) -> Option<leg_announce::LegsSettings> {
     for p in &mut legs.signing_secret_files {
         *p = resolve(base, p);
     }
     for p in [&mut legs.tls_cert_file, &mut legs.tls_key_file].into_iter().flatten() {
         *p = resolve(base, p);
     }
-    if let Err(e) = legs.load() {
-        check.keyed("legs", e.key(), &e);
+    legs.load().map_err(|e| check.at(&section_key("legs", e.key()), e.to_string())).ok()
+}
+
+/// `section.key`, or the section when an error names no key.
+fn section_key(section: &str, key: Option<&str>) -> KeyPath {
+    match key {
+        Some(k) => KeyPath::keys(&[section, k]),
+        None => KeyPath::keys(&[section]),
     }
-    legs
 }
 
 /// `[outbox] data_dir` of a configuration file: the file as written (stage one), without
@@ -520,17 +542,18 @@ impl Config {
             self.outbox.config.max_bytes,
             self.outbox.config.when_full.as_str()
         ));
-        match &self.legs {
-            Some(legs) => line(format!(
-                "legs         announcements on {}://{} ({} secret{})",
-                if legs.tls_cert_file.is_some() { "https" } else { "http" },
+        match self.legs.as_ref().map(|l| (l.is_tls(), l.config())) {
+            Some((tls, legs)) => line(format!(
+                "legs         announcements on {}://{}{} ({} secret{})",
+                if tls { "https" } else { "http" },
                 legs.listen,
+                leg_announce::LEGS_PATH,
                 legs.signing_secret_files.len(),
                 if legs.signing_secret_files.len() == 1 { "" } else { "s" }
             )),
             None => line("legs         no announcement endpoint ([legs] not set)".into()),
         }
-        if let Some(tap) = &self.sip_tap {
+        if let Some(tap) = self.sip_tap.as_ref().map(sip_tap::SipTapSettings::config) {
             let mut parts = Vec::new();
             if let Some(a) = tap.hep_udp_listen {
                 parts.push(format!("HEP/UDP {a}"));

@@ -85,9 +85,9 @@ fn bad_values_are_errors_with_lines() {
 
 #[test]
 fn pbx_blocks_are_checked() {
-    let errs = errors(&EXAMPLE.replace("type = \"avaya-r11\"", "type = \"avaya-r12\""));
+    let errs = errors(&EXAMPLE.replace("type = \"avaya-r11\"", "type = \"nortel-meridian\""));
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].contains("pbx[0].type") && errs[0].contains("unknown PBX type \"avaya-r12\""), "{errs:?}");
+    assert!(errs[0].contains("pbx[0].type") && errs[0].contains("unknown PBX type \"nortel-meridian\""), "{errs:?}");
     let two = format!("{EXAMPLE}\n[[pbx]]\nname = \"hq\"\ntype = \"avaya-r11\"\n");
     let errs = errors(&two);
     assert!(errs.iter().any(|e| e.contains("pbx[1].name") && e.contains("already named \"hq\"")), "{errs:?}");
@@ -178,6 +178,7 @@ fn the_examples_commented_keys_are_valid() {
         .replace("ca_file = \"/etc/pbx-listener/ipoffice-ca.pem\"\n", "")
         .replace("tls_server_name = \"ipoffice.example.com\"\n", "")
         .replace("ca_file = \"/etc/pbx-listener/platform-ca.pem\"\n", "")
+        .replace("ca_file = \"/etc/pbx-listener/3cx-ca.pem\"\n", "")
         .replace("tls_cert_file = \"/etc/pbx-listener/legs.crt\"\n", "")
         .replace("tls_key_file = \"/etc/pbx-listener/legs.key\"\n", "");
     assert!(uncommented.contains("\n[legs]\n") && uncommented.contains("\n[sip_tap]\n"), "{uncommented}");
@@ -202,7 +203,7 @@ fn legs_errors_come_from_the_endpoints_own_checks() {
         "{EXAMPLE}\n[legs]\nlisten = \"127.0.0.1:9443\"\nsigning_secret_files = [\"secrets/platform-signing-secret\"]\ntls_key_file = \"secrets/avaya-password\"\n"
     );
     let errs = errors(&half);
-    assert!(errs[0].contains(" legs ") && errs[0].contains("set both or neither"), "{errs:?}");
+    assert!(errs[0].contains(" legs.tls_cert_file is missing") && errs[0].contains("set both or neither"), "{errs:?}");
 }
 
 /// Issue 9 items 8 and 9: the endpoints' connection limits are range-checked by their own
@@ -219,11 +220,11 @@ fn connection_limits_out_of_range_name_line_key_and_range() {
         errs,
         [
             format!(
-                "{}:1 legs.header_timeout_ms must be from 100 to 120000 milliseconds, not 5",
+                "{}:1 legs.header_timeout_ms must be between 100 and 120000 milliseconds, not 5",
                 at("header_timeout_ms")
             ),
             format!(
-                "{}:1 sip_tap.max_tcp_connections_per_source must be from 1 to 64 connections (at most max_tcp_connections), not 100",
+                "{}:1 sip_tap.max_tcp_connections_per_source must be between 1 and 64 connections (at most max_tcp_connections), not 100",
                 at("max_tcp_connections_per_source")
             ),
         ]

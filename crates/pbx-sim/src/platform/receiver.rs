@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -324,7 +324,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     let signature = if shared.config.secrets.is_empty() {
         SignatureCheck::NotChecked
     } else {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = listener_kit::clock::now().0 / 1000;
         let tolerance = shared.config.tolerance_secs;
         match webhook_signature::verify(
             &shared.config.secrets,
@@ -427,7 +427,7 @@ mod tests {
     /// One raw HTTP/1.1 POST; returns the status line, or `None` when the connection closed
     /// without an answer.
     async fn post(addr: SocketAddr, id: &str, signature: &str, body: &str) -> Option<String> {
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let ts = listener_kit::clock::now().0 / 1000;
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let request = format!(
             "POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nwebhook-id: {id}\r\n\
@@ -441,7 +441,7 @@ mod tests {
     }
 
     fn sign(id: &str, body: &str) -> String {
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let ts = listener_kit::clock::now().0 / 1000;
         webhook_signature::sign_header(&[SigningSecret::parse(SECRET).unwrap()], id, ts, body.as_bytes())
     }
 

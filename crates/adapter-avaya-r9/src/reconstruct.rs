@@ -1,0 +1,375 @@
+//! SMDR call reconstruction: a call's segments → each extension's timeline.
+//!
+//! SMDR writes one record per call segment when the segment ends, with durations only (ring,
+//! connected, hold, park) and the call's start. [`reconstruct`] rebuilds what each extension
+//! did and when, as the steps a real-time feed would have shown ([`Step`]):
+//!
+//! - segments follow each other: the first starts at Call Start, each next one where the
+//!   previous one ended (`start + ring + connected + hold + park`), which is also the order in
+//!   which the PBX writes them (each one when it ends);
+//! - in a segment, the *answering* side is the device that is new in it (in the first segment:
+//!   the extension of an inbound call, Party 2 of an outbound or internal one); it rings for
+//!   the ring time (a `Ringing` step when the ring time is not 0 or nobody answered) and is
+//!   connected after it if the segment was answered (connected, hold or park time not 0;
+//!   SMDR rounds times up, so a real answer is at least one second). The other side (the
+//!   calling extension) is connected from the same moment;
+//! - hold time belongs to the answering extension, else to the calling one [inferred]. Its
+//!   place in the connected period is not in SMDR: before a transfer it is the end of the
+//!   segment (a transfer is made from hold), otherwise the middle of the connected time. Both
+//!   steps say `timeReconstructed`;
+//! - park time belongs to whoever would hold; the call is `Parked` after the connected time,
+//!   and the next segment's new device is `Unparked`;
+//! - an extension that is not in the next segment left when its segment ended: `Transferred`
+//!   (to the next segment's new device) when it was connected, else `Disconnected` because the
+//!   call was answered elsewhere, went to voicemail, or rang out (`no-answer`);
+//! - when the last segment ends, everyone left is `Disconnected`: `normal` after talking,
+//!   `caller-abandoned` when nothing answered;
+//! - a call finished by the segment timeout (its last record never came) ends with reason
+//!   `unknown` and `smdrIncomplete` on every step;
+//! - voicemail channels (`V…`) and trunks (`T…`) are never extensions. An internal call whose
+//!   answering side is a voicemail channel after ringing rang the number called first: when
+//!   that is an extension-like number that is no party, it gets `Ringing` and then
+//!   `Disconnected` with reason `voicemail` [inferred from Avaya's example].
+
+use std::collections::BTreeMap;
+
+use listener_core::{CallChange, CallInfo, Direction, DisconnectReason, Extension, UnixMillis};
+
+use crate::smdr::{CallStart, Device, DeviceKind, SmdrDirection, SmdrRecord, caller_number};
+
+/// The reason given to an extension whose call went to voicemail.
+pub const VOICEMAIL: &str = "voicemail";
+
+/// What a segment keeps of its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Call Start as written.
+    pub call_start: CallStart,
+    /// Whether more segments follow.
+    pub continuation: bool,
+    /// Ring, connected, hold, park seconds.
+    pub ring_secs: u32,
+    /// Connected seconds.
+    pub connected_secs: u32,
+    /// Hold seconds.
+    pub hold_secs: u32,
+    /// Park seconds.
+    pub park_secs: u32,
+    /// Direction.
+    pub direction: SmdrDirection,
+    /// Is Internal.
+    pub is_internal: bool,
+    /// Caller.
+    pub caller: String,
+    /// Called Number.
+    pub called_number: String,
+    /// Dialled Number.
+    pub dialled_number: String,
+    /// Party 1.
+    pub party1: Device<'static>,
+    /// Party 2.
+    pub party2: Device<'static>,
+    /// External Targeting Cause.
+    pub targeting_cause: String,
+}
+
+impl From<&SmdrRecord<'_>> for Segment {
+    fn from(r: &SmdrRecord<'_>) -> Segment {
+        Segment {
+            call_start: r.call_start,
+            continuation: r.continuation,
+            ring_secs: r.ring_secs,
+            connected_secs: r.connected_secs,
+            hold_secs: r.hold_secs,
+            park_secs: r.park_secs,
+            direction: r.direction,
+            is_internal: r.is_internal,
+            caller: r.caller.to_string(),
+            called_number: r.called_number.to_string(),
+            dialled_number: r.dialled_number.to_string(),
+            // Names are not needed to rebuild the call: not copied.
+            party1: Device { kind: r.party1.kind, number: r.party1.number.to_string().into(), name: "".into() },
+            party2: Device { kind: r.party2.kind, number: r.party2.number.to_string().into(), name: "".into() },
+            targeting_cause: r.targeting_cause.to_string(),
+        }
+    }
+}
+
+impl Segment {
+    fn answered(&self) -> bool {
+        self.connected_secs > 0 || self.hold_secs > 0 || self.park_secs > 0
+    }
+
+    fn total_ms(&self) -> u64 {
+        1000 * (u64::from(self.ring_secs)
+            + u64::from(self.connected_secs)
+            + u64::from(self.hold_secs)
+            + u64::from(self.park_secs))
+    }
+
+    fn has(&self, d: &Device<'_>) -> bool {
+        same(&self.party1, d) || same(&self.party2, d)
+    }
+}
+
+fn same(a: &Device<'_>, b: &Device<'_>) -> bool {
+    a.kind == b.kind && a.number == b.number
+}
+
+/// One thing an extension did, at a reconstructed time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// When.
+    pub at: UnixMillis,
+    /// Who.
+    pub extension: Extension,
+    /// What.
+    pub change: CallChange,
+    /// The time is placed by a rule, not given by SMDR (a hold inside a connected period).
+    pub time_reconstructed: bool,
+    /// The segment's External Targeting Cause, on the step that ends a segment.
+    pub targeting_cause: Option<String>,
+}
+
+/// A reconstructed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeline {
+    /// Who the call is between.
+    pub info: CallInfo,
+    /// Every extension's steps, in time order.
+    pub steps: Vec<Step>,
+    /// When the last segment ended (the call's `Ended`).
+    pub ended_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Ringing,
+    Connected,
+    Held,
+    Gone,
+}
+
+struct Builder {
+    steps: Vec<Step>,
+    state: BTreeMap<String, State>,
+}
+
+impl Builder {
+    fn push(&mut self, at: u64, ext: &str, change: CallChange, guessed: bool) {
+        let state = match &change {
+            CallChange::Ringing => State::Ringing,
+            CallChange::Connected | CallChange::Resumed | CallChange::Unparked { .. } => State::Connected,
+            CallChange::Held => State::Held,
+            _ => State::Gone,
+        };
+        self.state.insert(ext.to_owned(), state);
+        self.steps.push(Step {
+            at: UnixMillis(at),
+            extension: Extension(ext.to_owned()),
+            change,
+            time_reconstructed: guessed,
+            targeting_cause: None,
+        });
+    }
+
+    fn state(&self, ext: &str) -> Option<State> {
+        self.state.get(ext).copied()
+    }
+
+    fn open(&self, ext: &str) -> bool {
+        matches!(self.state(ext), Some(State::Ringing | State::Connected | State::Held))
+    }
+}
+
+/// Who the call is between, from its first segment.
+pub fn call_info(first: &Segment) -> CallInfo {
+    let trunk = first.party1.kind == DeviceKind::Trunk || first.party2.kind == DeviceKind::Trunk;
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    match first.direction {
+        SmdrDirection::Inbound => CallInfo {
+            direction: Direction::Inbound,
+            external_number: nonempty(caller_number(&first.caller)),
+            dialled_number: nonempty(&first.dialled_number).or_else(|| nonempty(&first.called_number)),
+            ..CallInfo::default()
+        },
+        SmdrDirection::Outbound if trunk && !first.is_internal => CallInfo {
+            direction: Direction::Outbound,
+            external_number: nonempty(&first.dialled_number).or_else(|| nonempty(&first.called_number)),
+            dialled_number: nonempty(&first.dialled_number).or_else(|| nonempty(&first.called_number)),
+            ..CallInfo::default()
+        },
+        SmdrDirection::Outbound => CallInfo {
+            direction: Direction::Internal,
+            external_number: nonempty(&first.caller).or_else(|| first.party1.extension().map(str::to_owned)),
+            dialled_number: nonempty(&first.called_number),
+            ..CallInfo::default()
+        },
+    }
+}
+
+/// An extension-like number: digits only, at most 8 (hunt groups look the same; see the
+/// module documentation).
+fn extension_like(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 8 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Rebuilds a call from its segments in arrival order, the first starting at `start`.
+/// `complete`: the last segment had Continuation 0 (else the call timed out).
+pub fn reconstruct(segments: &[Segment], start: UnixMillis, complete: bool) -> Timeline {
+    let info = segments.first().map(call_info).unwrap_or_default();
+    let mut b = Builder { steps: Vec::new(), state: BTreeMap::new() };
+    let mut t = start.0;
+    for (i, seg) in segments.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|p| &segments[p]);
+        let next = segments.get(i + 1);
+        let s = t;
+        let ring_end = s + 1000 * u64::from(seg.ring_secs);
+        let conn_end = ring_end + 1000 * u64::from(seg.connected_secs);
+        let hold_end = conn_end + 1000 * u64::from(seg.hold_secs);
+        let end = s + seg.total_ms();
+        let answered = seg.answered();
+
+        // Which side answers: the new device.
+        let (answering, calling) = match prev {
+            None if seg.direction == SmdrDirection::Inbound => (&seg.party1, &seg.party2),
+            None => (&seg.party2, &seg.party1),
+            Some(p) if !p.has(&seg.party2) => (&seg.party2, &seg.party1),
+            Some(p) if !p.has(&seg.party1) => (&seg.party1, &seg.party2),
+            // The same two devices again: nobody new rings.
+            Some(_) => (&seg.party2, &seg.party1),
+        };
+        let answering_is_new = prev.is_none_or(|p| !p.has(answering));
+        let after_park = prev.is_some_and(|p| p.park_secs > 0);
+
+        // Voicemail picked up an internal call that rang a number first.
+        if i == 0
+            && answering.kind == DeviceKind::Voicemail
+            && seg.ring_secs > 0
+            && seg.is_internal
+            && extension_like(&seg.called_number)
+            && seg.party1.extension() != Some(&seg.called_number)
+        {
+            let called = seg.called_number.clone();
+            b.push(s, &called, CallChange::Ringing, false);
+            b.push(
+                ring_end,
+                &called,
+                CallChange::Disconnected { reason: DisconnectReason::Other(VOICEMAIL.into()) },
+                false,
+            );
+        }
+
+        if let Some(ext) = answering.extension().filter(|_| answering_is_new) {
+            if (seg.ring_secs > 0 || !answered) && !b.open(ext) {
+                b.push(s, ext, CallChange::Ringing, false);
+            }
+            if answered {
+                let change = if after_park { CallChange::Unparked { slot: None } } else { CallChange::Connected };
+                b.push(ring_end, ext, change, false);
+            }
+        }
+        if let Some(ext) = calling.extension()
+            && answered
+            && !matches!(b.state(ext), Some(State::Connected | State::Held))
+        {
+            b.push(ring_end, ext, CallChange::Connected, false);
+        }
+
+        // Hold and park: the answering extension's, else the calling one's.
+        let holder = answering
+            .extension()
+            .filter(|e| b.open(e))
+            .or_else(|| calling.extension().filter(|e| b.open(e)))
+            .map(str::to_owned);
+        if let Some(holder) = &holder {
+            if seg.hold_secs > 0 {
+                // Leaves: not in the next segment, or the call went on in a segment we lack.
+                let leaves = next.map_or(seg.continuation, |n| !n.has(device_of(seg, holder)));
+                if leaves || seg.park_secs > 0 {
+                    b.push(conn_end, holder, CallChange::Held, true);
+                } else {
+                    let half = 1000 * u64::from(seg.connected_secs / 2);
+                    b.push(ring_end + half, holder, CallChange::Held, true);
+                    b.push(ring_end + half + 1000 * u64::from(seg.hold_secs), holder, CallChange::Resumed, true);
+                }
+            }
+            if seg.park_secs > 0 {
+                b.push(hold_end, holder, CallChange::Parked { slot: None }, false);
+            }
+        }
+
+        // The segment ends: who leaves.
+        let targeting = (!seg.targeting_cause.is_empty()).then(|| seg.targeting_cause.clone());
+        for party in [&seg.party1, &seg.party2] {
+            let Some(ext) = party.extension() else { continue };
+            if !b.open(ext) || next.is_some_and(|n| n.has(party)) {
+                continue;
+            }
+            let ringing = b.state(ext) == Some(State::Ringing);
+            let change = match next {
+                Some(_) if ringing => {
+                    CallChange::Disconnected { reason: reason_after_ringing(&segments[i + 1..], answered) }
+                }
+                Some(n) => CallChange::Transferred { to: transfer_target(seg, n) },
+                None if !complete => CallChange::Disconnected { reason: DisconnectReason::Unknown },
+                None if ringing => CallChange::Disconnected { reason: DisconnectReason::CallerAbandoned },
+                None => CallChange::Disconnected { reason: DisconnectReason::Normal },
+            };
+            b.push(end, ext, change, false);
+            if let Some(step) = b.steps.last_mut() {
+                step.targeting_cause.clone_from(&targeting);
+            }
+        }
+        t = end;
+    }
+    // Anyone still open (a phantom ring, a device that left without a segment of its own).
+    let open: Vec<String> = b.state.iter().filter(|(_, s)| !matches!(s, State::Gone)).map(|(e, _)| e.clone()).collect();
+    for ext in open {
+        let reason = if !complete {
+            DisconnectReason::Unknown
+        } else if b.state(&ext) == Some(State::Ringing) {
+            DisconnectReason::CallerAbandoned
+        } else {
+            DisconnectReason::Normal
+        };
+        b.push(t, &ext, CallChange::Disconnected { reason }, false);
+    }
+    // Steps were produced segment by segment; order them by time, keeping that order on ties.
+    b.steps.sort_by_key(|s| s.at);
+    Timeline { info, steps: b.steps, ended_at: UnixMillis(t) }
+}
+
+fn device_of<'s>(seg: &'s Segment, ext: &str) -> &'s Device<'static> {
+    if seg.party1.extension() == Some(ext) { &seg.party1 } else { &seg.party2 }
+}
+
+/// Why a device that rang and left while the call went on left: answered by a later segment's
+/// device, voicemail, or rang out.
+fn reason_after_ringing(later: &[Segment], answered_here: bool) -> DisconnectReason {
+    if answered_here {
+        return DisconnectReason::AnsweredElsewhere;
+    }
+    for seg in later {
+        if seg.answered() {
+            let vm = seg.party1.kind == DeviceKind::Voicemail || seg.party2.kind == DeviceKind::Voicemail;
+            return if vm { DisconnectReason::Other(VOICEMAIL.into()) } else { DisconnectReason::AnsweredElsewhere };
+        }
+    }
+    DisconnectReason::NoAnswer
+}
+
+/// Where a call went from `seg` to `next`: the device new in `next`.
+fn transfer_target(seg: &Segment, next: &Segment) -> Option<String> {
+    let new = if seg.has(&next.party2) { &next.party1 } else { &next.party2 };
+    match new.kind {
+        DeviceKind::Extension => Some(new.number.to_string()),
+        DeviceKind::Voicemail => Some(VOICEMAIL.into()),
+        DeviceKind::Trunk => (!next.dialled_number.is_empty()).then(|| next.dialled_number.clone()),
+        DeviceKind::Other => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,362 @@
+//! SMDR records: one line → [`SmdrRecord`].
+//!
+//! An SMDR record is one call *segment* between two devices, written when the segment ends
+//! (protocol notes §6). Fields are comma-separated, by position, without quoting; Avaya's own
+//! examples show 17, 30 or 31 fields, newer releases up to 35. The parser reads by position and
+//! is lenient where the documentation and real systems are untidy:
+//!
+//! - 17 or more fields (fields past 35 are ignored), trailing commas, a trailing space, NUL
+//!   bytes anywhere (stripped), surrounding spaces of a field (trimmed);
+//! - `Is Internal` = `1` or `I` (an Avaya documentation example) is internal;
+//! - `Call Start` with or without seconds (`2008/07/09 18:00`, another documentation example);
+//! - `HH:MM:SS` durations with hours past 99;
+//! - a caller as `number@host` (SIP trunks) or `anonymous@anonymous.invalid` (withheld);
+//! - names that are not UTF-8 (read lossily: the record is kept).
+//!
+//! What cannot be read (a line with fewer than 17 fields, a Call Start that is not a date, a
+//! Call ID that is not a number, a Continuation that is not 0 or 1) is an [`SmdrError`], which
+//! the adapter counts and skips: it never ends the stream.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The fewest fields a record has (Avaya's shortest documented form).
+pub const MIN_FIELDS: usize = 17;
+
+/// The most fields a record is documented to have; later ones are ignored.
+pub const MAX_FIELDS: usize = 35;
+
+/// A `Call Start` as the PBX wrote it: local wall-clock time of its configured zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallStart {
+    /// Year.
+    pub year: i16,
+    /// Month, 1–12.
+    pub month: i8,
+    /// Day, 1–31.
+    pub day: i8,
+    /// Hour, 0–23.
+    pub hour: i8,
+    /// Minute, 0–59.
+    pub minute: i8,
+    /// Second, 0–59 (0 when the PBX left the seconds out).
+    pub second: i8,
+    /// Whether the PBX wrote the seconds.
+    pub has_seconds: bool,
+}
+
+impl fmt::Display for CallStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}/{:02}/{:02} {:02}:{:02}", self.year, self.month, self.day, self.hour, self.minute)?;
+        if self.has_seconds {
+            write!(f, ":{:02}", self.second)?;
+        }
+        Ok(())
+    }
+}
+
+/// `I` (inbound) or `O` (outbound, which includes internal calls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SmdrDirection {
+    /// `I`: the call came in on a trunk.
+    Inbound,
+    /// `O`: outbound or internal.
+    Outbound,
+}
+
+/// The kind of a party device, from the first letter of its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceKind {
+    /// `E<extension>`.
+    Extension,
+    /// `T<9000 + line>`.
+    Trunk,
+    /// `V<…>`: a voicemail channel (`V9502 "VM Channel 2"`), or `V8000 "U1 0.0"` (tones).
+    Voicemail,
+    /// Anything else (kept, never an extension).
+    Other,
+}
+
+/// A party of a segment: `Party1Device`/`Party1Name` or `Party2…`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Device<'a> {
+    /// What it is.
+    pub kind: DeviceKind,
+    /// The id without its letter: the extension number, `9002`, `9502`.
+    pub number: Cow<'a, str>,
+    /// The name the PBX gives it.
+    pub name: Cow<'a, str>,
+}
+
+impl<'a> Device<'a> {
+    /// The extension number when it is an extension.
+    pub fn extension(&self) -> Option<&str> {
+        (self.kind == DeviceKind::Extension && !self.number.is_empty()).then_some(&*self.number)
+    }
+
+    /// An owned copy.
+    pub fn into_owned(self) -> Device<'static> {
+        Device {
+            kind: self.kind,
+            number: Cow::Owned(self.number.into_owned()),
+            name: Cow::Owned(self.name.into_owned()),
+        }
+    }
+
+    fn parse(id: Cow<'a, str>, name: Cow<'a, str>) -> Device<'a> {
+        let kind = match id.as_bytes().first() {
+            Some(b'E') => DeviceKind::Extension,
+            Some(b'T') => DeviceKind::Trunk,
+            Some(b'V') => DeviceKind::Voicemail,
+            _ => DeviceKind::Other,
+        };
+        let number = match (kind, id) {
+            (DeviceKind::Other, id) => id,
+            (_, Cow::Borrowed(s)) => Cow::Borrowed(&s[1..]),
+            (_, Cow::Owned(s)) => Cow::Owned(s[1..].to_owned()),
+        };
+        Device { kind, number, name }
+    }
+}
+
+/// One SMDR record (call segment). Text fields borrow from the line where they can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmdrRecord<'a> {
+    /// 1: when the call started (local time), the same for every segment of the call.
+    pub call_start: CallStart,
+    /// 2: connected time in seconds (excludes ring, hold and park).
+    pub connected_secs: u32,
+    /// 3: ring time in seconds.
+    pub ring_secs: u32,
+    /// 4: the caller: an extension, a CLI, `number@host`, or empty.
+    pub caller: Cow<'a, str>,
+    /// 5: direction.
+    pub direction: SmdrDirection,
+    /// 6: the number called (DDI, extension, group); kept across transfers.
+    pub called_number: Cow<'a, str>,
+    /// 7: the digits dialled or the DDI received.
+    pub dialled_number: Cow<'a, str>,
+    /// 8: the last account code.
+    pub account: Cow<'a, str>,
+    /// 9: both parties internal (`1`, or `I` in an Avaya example).
+    pub is_internal: bool,
+    /// 10: the Call ID shared by every segment of the call.
+    pub call_id: Cow<'a, str>,
+    /// 11: more segments of this call follow.
+    pub continuation: bool,
+    /// 12–13: Party 1 (the extension when an extension and a trunk are in the segment).
+    pub party1: Device<'a>,
+    /// 14–15: Party 2.
+    pub party2: Device<'a>,
+    /// 16: hold time in seconds.
+    pub hold_secs: u32,
+    /// 17: park time in seconds.
+    pub park_secs: u32,
+    /// 28: External Targeting Cause (`U XfP`, `HG fnr`, …), empty when absent.
+    pub targeting_cause: Cow<'a, str>,
+    /// 29: External Targeter Id (the user or group that targeted).
+    pub targeter_id: Cow<'a, str>,
+    /// 30: External Targeted Number.
+    pub targeted_number: Cow<'a, str>,
+    /// How many fields the line had (trailing empty ones included).
+    pub fields: usize,
+}
+
+/// Why an SMDR line is not a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SmdrError {
+    /// Fewer than [`MIN_FIELDS`] fields.
+    #[error("{0} fields, at least 17 expected")]
+    TooFewFields(usize),
+    /// A field that must have a form does not.
+    #[error("field {field} ({name}) is not valid: {value:?}")]
+    BadField {
+        /// Its 1-based position.
+        field: usize,
+        /// Its name in the Avaya documentation.
+        name: &'static str,
+        /// What it held (at most 40 characters).
+        value: String,
+    },
+}
+
+impl SmdrError {
+    /// A bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SmdrError::TooFewFields(_) => "too-few-fields",
+            SmdrError::BadField { name, .. } => name,
+        }
+    }
+}
+
+/// The text of a line: NUL bytes removed, read as UTF-8 (lossily, so that a name in another
+/// encoding costs a replacement character, never the record), trailing spaces and tabs off.
+pub fn line_text(line: &[u8]) -> Cow<'_, str> {
+    let text = if line.contains(&0) {
+        let clean: Vec<u8> = line.iter().copied().filter(|b| *b != 0).collect();
+        Cow::Owned(String::from_utf8_lossy(&clean).into_owned())
+    } else {
+        match std::str::from_utf8(line) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(line),
+        }
+    };
+    match text {
+        Cow::Borrowed(s) => Cow::Borrowed(s.trim_ascii_end()),
+        Cow::Owned(s) => Cow::Owned(s.trim_ascii_end().to_owned()),
+    }
+}
+
+impl SmdrRecord<'_> {
+    /// The Call ID as a number (the parser accepts at most 19 digits).
+    pub fn call_id_number(&self) -> u64 {
+        self.call_id.parse().unwrap_or(0)
+    }
+}
+
+/// Parses one SMDR line (already through [`line_text`]).
+pub fn parse(text: &str) -> Result<SmdrRecord<'_>, SmdrError> {
+    let mut f: [&str; MAX_FIELDS] = [""; MAX_FIELDS];
+    let mut count = 0;
+    let mut from = 0;
+    // Split on the comma byte (a UTF-8 continuation byte is never 0x2C).
+    for (i, b) in text.bytes().enumerate().chain(std::iter::once((text.len(), b','))) {
+        if b == b',' {
+            if count < MAX_FIELDS {
+                f[count] = text[from..i].trim_ascii();
+            }
+            count += 1;
+            from = i + 1;
+        }
+    }
+    if count < MIN_FIELDS {
+        return Err(SmdrError::TooFewFields(count));
+    }
+    let bad = |field: usize, name: &'static str| SmdrError::BadField {
+        field,
+        name,
+        value: f[field - 1].chars().take(40).collect(),
+    };
+    let call_start = parse_call_start(f[0]).ok_or_else(|| bad(1, "call-start"))?;
+    let connected_secs = parse_hms(f[1]).ok_or_else(|| bad(2, "connected-time"))?;
+    let ring_secs = parse_secs(f[2]).ok_or_else(|| bad(3, "ring-time"))?;
+    let direction = match f[4] {
+        "I" | "i" => SmdrDirection::Inbound,
+        "O" | "o" => SmdrDirection::Outbound,
+        _ => return Err(bad(5, "direction")),
+    };
+    let is_internal = matches!(f[8], "1" | "I" | "i");
+    // At most 19 digits: every Call ID is then a u64.
+    if f[9].is_empty() || f[9].len() > 19 || !f[9].bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(10, "call-id"));
+    }
+    let continuation = match f[10] {
+        "1" => true,
+        "0" => false,
+        _ => return Err(bad(11, "continuation")),
+    };
+    let hold_secs = parse_secs(f[15]).ok_or_else(|| bad(16, "hold-time"))?;
+    let park_secs = parse_secs(f[16]).ok_or_else(|| bad(17, "park-time"))?;
+    fn b(s: &str) -> Cow<'_, str> {
+        Cow::Borrowed(s)
+    }
+    Ok(SmdrRecord {
+        call_start,
+        connected_secs,
+        ring_secs,
+        caller: b(f[3]),
+        direction,
+        called_number: b(f[5]),
+        dialled_number: b(f[6]),
+        account: b(f[7]),
+        is_internal,
+        call_id: b(f[9]),
+        continuation,
+        party1: Device::parse(b(f[11]), b(f[12])),
+        party2: Device::parse(b(f[13]), b(f[14])),
+        hold_secs,
+        park_secs,
+        targeting_cause: b(f[27]),
+        targeter_id: b(f[28]),
+        targeted_number: b(f[29]),
+        fields: count,
+    })
+}
+
+/// `YYYY/MM/DD HH:MM:SS` or `YYYY/MM/DD HH:MM` (also with `-` between the date's parts).
+pub(crate) fn parse_call_start(s: &str) -> Option<CallStart> {
+    let (date, time) = s.split_once(' ')?;
+    let mut d = date.split(['/', '-']);
+    let year: i16 = num(d.next()?, 4)?;
+    let month: i8 = num(d.next()?, 2)?;
+    let day: i8 = num(d.next()?, 2)?;
+    if d.next().is_some() {
+        return None;
+    }
+    let mut t = time.trim().split(':');
+    let hour: i8 = num(t.next()?, 2)?;
+    let minute: i8 = num(t.next()?, 2)?;
+    let (second, has_seconds) = match t.next() {
+        Some(s) => (num(s, 2)?, true),
+        None => (0, false),
+    };
+    if t.next().is_some()
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&hour)
+        || !(0..=59).contains(&minute)
+        || !(0..=60).contains(&second)
+        || year < 1970
+    {
+        return None;
+    }
+    Some(CallStart { year, month, day, hour, minute, second: second.min(59), has_seconds })
+}
+
+fn num<T: std::str::FromStr>(s: &str, max_len: usize) -> Option<T> {
+    if s.is_empty() || s.len() > max_len || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Whole seconds (empty counts as 0: "empty fields when not applicable").
+fn parse_secs(s: &str) -> Option<u32> {
+    if s.is_empty() {
+        return Some(0);
+    }
+    if s.len() > 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `H+:MM:SS` → seconds (empty counts as 0).
+fn parse_hms(s: &str) -> Option<u32> {
+    if s.is_empty() {
+        return Some(0);
+    }
+    let mut p = s.split(':');
+    let h: u32 = num(p.next()?, 5)?;
+    let m: u32 = num(p.next()?, 2)?;
+    let sec: u32 = num(p.next()?, 2)?;
+    if p.next().is_some() || m > 59 || sec > 59 {
+        return None;
+    }
+    Some(h * 3600 + m * 60 + sec)
+}
+
+/// A caller as a number for correlation: the user part of `number@host` when that is a
+/// number, the text otherwise (withheld callers stay `anonymous@…`, which the number plan reads
+/// as withheld).
+pub fn caller_number(caller: &str) -> &str {
+    match caller.split_once('@') {
+        Some((user, _)) if !user.is_empty() && user.trim_start_matches('+').bytes().all(|b| b.is_ascii_digit()) => user,
+        _ => caller,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
