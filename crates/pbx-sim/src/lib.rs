@@ -15,7 +15,9 @@
 //! - [`adapter_run`]: an adapter run in-process against a simulator, what it sends collected;
 //! - [`conformance`]: the suite every PBX type passes: the real daemon against a simulator,
 //!   its Level 3 sequences compared with a scenario's;
-//! - [`demo`]: the simulated PBXs `pbx-listener demo` runs, and their simulated platform.
+//! - [`demo`]: the simulated PBXs `pbx-listener demo` runs, and their simulated platform;
+//! - [`load`]: the whole daemon under load, its latency, memory and start-up, with faults,
+//!   measured against the machine's limits.
 //!
 //! Each module is also a `pbx-sim` subcommand.
 
@@ -27,6 +29,7 @@ pub mod avaya_r11;
 pub mod avaya_r9;
 pub mod conformance;
 pub mod demo;
+pub mod load;
 pub mod platform;
 pub mod sip_peers;
 pub mod threecx;

@@ -29,6 +29,9 @@ enum Command {
     ThreeCx(pbx_sim::threecx::Args),
     /// Announce a B leg to pbx-listener as the platform does (a signed Level 2 event).
     Announce(pbx_sim::announce::Args),
+    /// Drive the real pbx-listener at a chosen call rate and report throughput, latency,
+    /// memory, start-up and the machine's limits; checks that every accepted event arrived.
+    Load(pbx_sim::load::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
             Command::AvayaR9(args) => pbx_sim::avaya_r9::run_cli(args).await,
             Command::ThreeCx(args) => pbx_sim::threecx::run_cli(args).await,
             Command::Announce(args) => pbx_sim::announce::run_cli(args).await,
+            Command::Load(args) => pbx_sim::load::run_cli(args).await,
         }
     });
     match result {
