@@ -4,7 +4,9 @@
 
 /// mimalloc instead of the system allocator: with glibc's, the daemon's RSS stayed at twice its
 /// heap in use (per-thread arenas keep what the pipeline, the writer and the forwarder freed);
-/// mimalloc returns freed pages to the system (docs/decisions/0013, docs/PERFORMANCE.md).
+/// mimalloc returns freed pages to the system (docs/decisions/0018, docs/PERFORMANCE.md).
+/// Without the `mimalloc` feature (heap profiles with heaptrack) it is the system's.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
