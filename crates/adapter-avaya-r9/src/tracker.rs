@@ -147,25 +147,38 @@ impl fmt::Display for SmdrKey {
 impl SmdrKey {
     /// `prefix` + `<call id>@YYYY/MM/DD HH:MM[:SS]`: a checkpoint key.
     fn with_prefix(&self, prefix: &str) -> String {
+        let (text, len) = self.text();
+        let text = &text[..len];
+        let mut key = String::with_capacity(prefix.len() + text.len());
+        key.push_str(prefix);
+        // Only ASCII digits and separators were written: never empty.
+        key.push_str(std::str::from_utf8(text).unwrap_or_default());
+        key
+    }
+
+    /// `<call id>@YYYY/MM/DD HH:MM[:SS]` in a buffer: the text of its checkpoint keys, and its
+    /// length.
+    fn text(&self) -> ([u8; 40], usize) {
         // Written as bytes: keys are made for every call, and `format!` (or `String::push` per
         // character) costs several times more.
-        let mut key = Vec::with_capacity(prefix.len() + 40);
-        key.extend_from_slice(prefix.as_bytes());
-        key.extend_from_slice(decimal_digits(self.call_id, &mut [0; 20]));
+        let mut out = [0; 40];
+        let mut digits = [0; 20];
+        let digits = decimal_digits(self.call_id, &mut digits);
+        let id = digits.len();
+        out[..id].copy_from_slice(digits);
         // Call Start into a fixed pattern: the parser bounds the year to four digits (1970
         // on) and the others to two.
         let st = &self.start;
-        let mut t = *b"@0000/00/00 00:00:00";
+        let t = &mut out[id..id + 20];
+        t.copy_from_slice(b"@0000/00/00 00:00:00");
         put_digits(&mut t[1..5], st.year as u64);
         put_digits(&mut t[6..8], st.month as u64);
         put_digits(&mut t[9..11], st.day as u64);
         put_digits(&mut t[12..14], st.hour as u64);
         put_digits(&mut t[15..17], st.minute as u64);
         put_digits(&mut t[18..20], st.second as u64);
-        let len = if st.has_seconds { t.len() } else { t.len() - 3 };
-        key.extend_from_slice(&t[..len]);
-        // Only ASCII was written: the lossy path is never taken.
-        String::from_utf8(key).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        let len = if st.has_seconds { 20 } else { 17 };
+        (out, id + len)
     }
 
     fn parse(s: &str) -> Option<SmdrKey> {
@@ -217,6 +230,20 @@ fn put_digits(out: &mut [u8], mut n: u64) {
         *d = b'0' + (n % 10) as u8;
         n /= 10;
     }
+}
+
+/// `n` in decimal. `to_string` goes through `fmt`, several times slower, and this is done for
+/// every call.
+fn decimal(n: u64) -> String {
+    let mut s = String::with_capacity(20);
+    push_decimal(&mut s, n);
+    s
+}
+
+/// Appends `n` in decimal (see [`decimal`]).
+fn push_decimal(out: &mut String, n: u64) {
+    // Only ASCII digits were written: the fallback is never taken.
+    out.push_str(std::str::from_utf8(decimal_digits(n, &mut [0; 20])).unwrap_or_default());
 }
 
 /// `n`'s decimal digits, written at the end of `buf`.
@@ -461,7 +488,7 @@ impl Tracker {
             self.checkpoint(key.clone(), None);
         }
         for (_, k) in &done {
-            self.smdr_emitted.insert_forgetting(k.call_id.to_string());
+            self.smdr_emitted.insert_forgetting(decimal(k.call_id));
         }
         self.smdr_done.restore(done);
         self.d2_done.restore(d2_done);
@@ -671,7 +698,7 @@ impl Tracker {
     /// A call's segments are all here (`complete`) or its time is up.
     fn finish_smdr(&mut self, key: SmdrKey, f: Finished<'_>) {
         if self.settings.delta2 {
-            let id = key.call_id.to_string();
+            let id = decimal(key.call_id);
             if self.d2_done.contains(&id) {
                 // Delta2 showed the whole call: nothing to add.
                 self.remember_smdr(&key, f.checkpointed);
@@ -714,7 +741,7 @@ impl Tracker {
                     base.insert("smdrLocalTime".into(), "dst-repeated".into());
                 }
             }
-            let id = key.call_id.to_string();
+            let id = decimal(key.call_id);
             if self.d2_done.contains(&id) {
                 // Delta2 showed the whole call meanwhile.
             } else if let Some(d2) = self.d2_calls.remove(&id) {
@@ -734,7 +761,7 @@ impl Tracker {
         if checkpointed {
             self.checkpoint(key.with_prefix(SMDR_PENDING), None);
         }
-        self.checkpoint(key.with_prefix(SMDR_DONE), Some(seq.to_string().into_bytes()));
+        self.checkpoint(key.with_prefix(SMDR_DONE), Some(decimal_digits(seq, &mut [0; 20]).to_vec()));
         while let Some(old) = self.smdr_done.evict() {
             self.checkpoint(old.with_prefix(SMDR_DONE), None);
         }
@@ -1153,7 +1180,7 @@ impl Tracker {
 
 fn pending_value(last_arrival: UnixMillis, lines: &[String]) -> Vec<u8> {
     let mut v = String::with_capacity(20 + lines.iter().map(|l| 1 + l.len()).sum::<usize>());
-    v.push_str(&last_arrival.0.to_string());
+    push_decimal(&mut v, last_arrival.0);
     for l in lines {
         v.push('\n');
         v.push_str(l);

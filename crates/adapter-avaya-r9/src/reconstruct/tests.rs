@@ -26,7 +26,7 @@ fn render(t: &Timeline<'_>) -> String {
             CallChange::Ended => "ended".to_owned(),
         };
         let guessed = if s.time_reconstructed { " (guessed)" } else { "" };
-        let cause = s.targeting_cause.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default();
+        let cause = s.targeting_cause.map(|c| format!(" [{c}]")).unwrap_or_default();
         out.push_str(&format!("+{} {} {change}{guessed}{cause}\n", s.at.0 / 1000, s.extension));
     }
     out.push_str(&format!("+{} end\n", t.ended_at.0 / 1000));

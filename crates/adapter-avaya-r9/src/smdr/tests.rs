@@ -193,10 +193,26 @@ proptest! {
     }
 }
 
-/// The Call Start and duration readers as first written, with `split` and `str::parse`: the
-/// reference the byte-by-byte readers are checked against.
+/// The readers as first written (Call Start and durations with `split` and `str::parse`,
+/// `line_text` without its fast path): the reference the faster ones are checked against.
 mod reference {
+    use std::borrow::Cow;
+
     use super::CallStart;
+
+    /// `line_text` without its ASCII fast path.
+    pub fn line_text(line: &[u8]) -> Cow<'_, str> {
+        let text = if line.contains(&0) {
+            let clean: Vec<u8> = line.iter().copied().filter(|b| *b != 0).collect();
+            Cow::Owned(String::from_utf8_lossy(&clean).into_owned())
+        } else {
+            String::from_utf8_lossy(line)
+        };
+        match text {
+            Cow::Borrowed(s) => Cow::Borrowed(s.trim_ascii_end()),
+            Cow::Owned(s) => Cow::Owned(s.trim_ascii_end().to_owned()),
+        }
+    }
 
     fn num<T: std::str::FromStr>(s: &str, max_len: usize) -> Option<T> {
         if s.is_empty() || s.len() > max_len || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -308,5 +324,28 @@ proptest! {
     #[test]
     fn durations_read_as_the_reference_does(s in "[0-9:x]{0,12}") {
         prop_assert_eq!(parse_hms(&s), reference::hms(&s));
+    }
+
+    /// The same on the `HH:MM:SS` shape read at fixed places, in and out of range.
+    #[test]
+    fn fixed_shape_durations_read_as_the_reference_does(s in "[0-9x][0-9][:x][0-9][0-9x][:1][0-9][0-9]") {
+        prop_assert_eq!(parse_hms(&s), reference::hms(&s));
+    }
+
+    /// The same on the `YYYY/MM/DD HH:MM:SS` shape read at fixed places (any digits, either
+    /// date separator, a stray byte here and there).
+    #[test]
+    fn fixed_shape_call_starts_read_as_the_reference_does(
+        s in "[0-9]{3}[0-9x][/\\-][0-9]{2}[/\\-x][0-9]{2}[ x][0-9]{2}:[0-9]{2}[:x][0-9]{2}",
+    ) {
+        prop_assert_eq!(parse_call_start(&s), reference::call_start(&s));
+    }
+
+    /// The fast path of `line_text` (ASCII without NUL) reads every line as the general one.
+    #[test]
+    fn line_text_agrees_with_the_general_reading(
+        line in proptest::collection::vec(prop_oneof![Just(0u8), Just(b' '), Just(b'a'), Just(0x7f), Just(0x80), Just(0xc3), Just(0xa9), any::<u8>()], 0..40),
+    ) {
+        prop_assert_eq!(line_text(&line), reference::line_text(&line));
     }
 }
