@@ -24,7 +24,7 @@ fn demo_prints_valid_level3_events_and_exits_after_count() {
 
 /// Issue 5: `demo --count 50` prints correlated events: the simulated platform announced every
 /// call's B leg, and each PBX call is bound by its SIP Call-ID (SIPTrack; R11), or by caller
-/// and DID on the PBX's call start (SMDR has no Call-ID; R9).
+/// and DID (R9: on the PBX's call start, SMDR has no Call-ID; 3CX: shows no Call-ID either).
 #[test]
 fn demo_events_are_correlated() {
     assert_correlated(&demo_events(50, &[]), 5);
@@ -49,7 +49,10 @@ fn assert_correlated(events: &[generic_event::GenericEvent], min_calls: usize) {
             continue;
         }
         assert!(event.call_sid.is_some() && event.parent_call_sid.is_some(), "{event:?}");
-        let method = if event.meta["pbxType"] == "avaya-r9" { "number-time" } else { "sip-call-id" };
+        // DevLink3 reports the trunk's SIP Call-ID; SMDR and 3CX show none: their calls are
+        // bound by caller and DID.
+        let method =
+            if matches!(event.meta["pbxType"].as_str(), "avaya-r9" | "3cx") { "number-time" } else { "sip-call-id" };
         assert_eq!(event.meta["correlation"], method, "{event:?}");
         assert_eq!(event.meta["campaign"], "demo", "the B leg's tags reach meta");
         // One PBX call, one leg: every event of a call carries the same sids.
@@ -57,6 +60,19 @@ fn assert_correlated(events: &[generic_event::GenericEvent], min_calls: usize) {
         assert_eq!(*calls.entry(event.child_sid).or_insert(sids), sids);
     }
     assert!(calls.len() >= min_calls, "the events span several calls");
+}
+
+/// Issue 11: `demo --pbx 3cx` shows the 3CX simulator alone, its inbound calls bound to the
+/// platform's legs by caller and DID.
+#[test]
+fn demo_of_3cx_alone_is_correlated() {
+    let events = demo_events(12, &["--pbx", "3cx"]);
+    for event in &events {
+        assert_eq!(event.meta["pbxType"], "3cx", "{event:?}");
+        assert_eq!(event.meta["source"], "callcontrol", "{event:?}");
+        assert_eq!(event.meta["correlation"], "number-time", "{event:?}");
+        assert!(event.call_sid.is_some() && event.parent_call_sid.is_some(), "{event:?}");
+    }
 }
 
 /// Runs `demo --count n` (and `args`) and returns its events, each validated against the

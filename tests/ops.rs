@@ -385,3 +385,39 @@ fn systemd_notifications_reach_a_notify_socket() {
     let status = support::wait_bounded(&mut daemon, LIMIT).status;
     assert!(status.success(), "{status}: {}", rig.log("run"));
 }
+
+/// DESIGN §7: every listener is bounded. Connections that open the admin endpoint and say
+/// nothing hold it at most until the head deadline: a client behind them is still answered,
+/// and the silent ones are closed by the daemon.
+#[test]
+fn silent_connections_cannot_hold_the_admin_endpoint() {
+    use std::io::{Read, Write};
+    let sims = start_sims("");
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let rig = Rig::with_admin(sims.pbx.addr(), &url(&sims.platform), NO_CORRELATION_WAIT, admin_port);
+    let mut daemon = rig.spawn("run");
+    eventually(LIMIT, "the admin endpoint", || support::http_get(&admin, "/health/live"));
+    // More silent connections than the endpoint serves at once (32).
+    let silent: Vec<std::net::TcpStream> =
+        (0..40).map(|_| std::net::TcpStream::connect(&admin).expect("connect")).collect();
+    // A real request behind them is answered (once a head deadline frees a place).
+    let mut client = std::net::TcpStream::connect(&admin).expect("connect");
+    client.set_read_timeout(Some(LIMIT)).unwrap();
+    write!(client, "GET /health/live HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The silent connections that held the places were closed by the daemon, unanswered.
+    for mut s in silent.into_iter().take(32) {
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut buf = Vec::new();
+        // End of stream, or a reset: closed either way; a read timeout would mean it was kept.
+        if let Err(e) = s.read_to_end(&mut buf) {
+            let kept = matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+            assert!(!kept, "a silent connection was kept open: {e}");
+        }
+        assert!(buf.is_empty(), "a silent client got an answer: {:?}", String::from_utf8_lossy(&buf));
+    }
+    assert!(terminate(&mut daemon, LIMIT).success(), "{}", rig.log("run"));
+}

@@ -152,6 +152,9 @@ struct Call {
     announced: bool,
     /// The subscription epoch in which the PBX last told us about the call.
     epoch: u64,
+    /// Whether an extension was already connected in the call's first record: a call in
+    /// progress before we saw it (a snapshot's), not one that started in front of us.
+    connected_at_first_sight: Option<bool>,
     park_slot: Option<String>,
     parties: BTreeMap<String, PartyState>,
     targets: BTreeMap<String, TargetState>,
@@ -231,11 +234,12 @@ pub struct SnapshotSummary {
     pub confirmed: usize,
     /// Calls we knew that the PBX no longer lists: they ended while the link was down.
     pub ended_unseen: usize,
-    /// Calls first seen during the settle window with an extension already connected: live
-    /// before we subscribed (e.g. after our restart), so part of the snapshot.
+    /// Calls first seen during the settle window with an extension already connected in their
+    /// first record: live before we subscribed (e.g. after our restart), so the snapshot's.
     pub first_seen_in_progress: usize,
-    /// Calls first seen during the settle window with no extension connected yet: they most
-    /// likely started meanwhile (a call still ringing at the subscription looks the same).
+    /// Calls first seen during the settle window with no extension connected in their first
+    /// record: they most likely started meanwhile (a call still ringing at the subscription
+    /// looks the same, and is counted here).
     pub first_seen_new: usize,
 }
 
@@ -577,7 +581,7 @@ impl Tracker {
         for (key, call) in self.calls.iter().filter(|(_, c)| c.epoch == epoch) {
             if known.contains(key) {
                 summary.confirmed += 1;
-            } else if call.answered {
+            } else if call.connected_at_first_sight == Some(true) {
                 summary.first_seen_in_progress += 1;
             } else {
                 summary.first_seen_new += 1;
@@ -710,6 +714,7 @@ impl Tracker {
             answered: false,
             announced: false,
             epoch,
+            connected_at_first_sight: None,
             park_slot: None,
             parties: BTreeMap::new(),
             targets: BTreeMap::new(),
@@ -914,6 +919,7 @@ impl Tracker {
             self.emitter.call(now, call, None, CallChange::Queued { queue }, Facts::new());
         }
         call.queued = queued;
+        call.connected_at_first_sight.get_or_insert(call.answered);
 
         for other in emptied {
             self.end_if_empty(now, &other);

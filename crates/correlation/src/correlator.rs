@@ -112,10 +112,21 @@ pub struct Correlator {
     /// Outbound calls bound to an A leg whose B leg is not known yet, by the A leg's sid.
     awaiting_child: HashMap<Uuid, Vec<CallKey>>,
     timers: BTreeSet<(UnixMillis, Timer)>,
+    /// Calls in the order they ended, to forget the oldest when more than
+    /// [`MAX_ENDED_CALLS`] are remembered (a key may be here after it was forgotten).
+    ended: VecDeque<CallKey>,
+    /// [`MAX_ENDED_CALLS`] (smaller in tests).
+    max_ended: usize,
     pending: usize,
     output: VecDeque<CorrelatorOutput>,
     stats: CorrelationStats,
 }
+
+/// The most ended calls remembered (each for `ended_call_keep_secs`): at 2,000 calls/s the
+/// keep time alone would hold 120,000 of them. Past it the oldest is forgotten early; a
+/// signal for an ended call that late is rare (the adapters forget a call when it ends) and
+/// is then treated as a new call.
+pub const MAX_ENDED_CALLS: usize = 20_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct CallKey {
@@ -206,10 +217,18 @@ impl Correlator {
             unmatched_by_call_id: HashMap::new(),
             awaiting_child: HashMap::new(),
             timers: BTreeSet::new(),
+            ended: VecDeque::new(),
+            max_ended: MAX_ENDED_CALLS,
             pending: 0,
             output: VecDeque::new(),
             stats: CorrelationStats::default(),
         }
+    }
+
+    /// The cap on ended calls remembered, lowered by tests.
+    #[cfg(test)]
+    pub(crate) fn set_max_ended_calls(&mut self, max: usize) {
+        self.max_ended = max;
     }
 
     /// New settings (a configuration reload). What it knows stays: the legs, the bindings and
@@ -272,6 +291,7 @@ impl Correlator {
         let forget_at = now.plus_ms(self.ttl_ms(ended));
         let ended_forget_at = now.plus_ms(self.ttl_ms(true));
         if let Some(entry) = self.calls.get_mut(&key) {
+            let newly_ended = ended && !entry.ended;
             entry.ended |= ended;
             let forget_at = if entry.ended { ended_forget_at } else { forget_at };
             // One Forget timer per call: move it rather than add another.
@@ -297,6 +317,9 @@ impl Correlator {
                     let reason = *reason;
                     self.emit_unmatched(signal, reason);
                 }
+            }
+            if newly_ended {
+                self.call_ended(&key);
             }
             return;
         }
@@ -343,6 +366,39 @@ impl Correlator {
         // Without a leg to wait for, what can bind (the Call-ID pattern, sids in a token, a leg
         // already known) is tried once, now.
         self.attempt(now, &key, !expects_leg || after_the_fact);
+        if ended {
+            self.call_ended(&key);
+        }
+    }
+
+    /// A call ended: it is remembered (its binding, for late signals) for
+    /// `ended_call_keep_secs`, without what only matching needs, and at most
+    /// [`MAX_ENDED_CALLS`] of them.
+    fn call_ended(&mut self, key: &CallKey) {
+        // A call still waiting for its leg is counted when it is decided (`decide`).
+        if self.calls.get(key).is_none_or(|e| matches!(e.state, CallState::Waiting(_))) {
+            return;
+        }
+        self.slim(key);
+        self.ended.push_back(key.clone());
+        while self.ended.len() > self.max_ended {
+            let Some(oldest) = self.ended.pop_front() else { break };
+            if self.calls.get(&oldest).is_some_and(|e| e.ended && !matches!(e.state, CallState::Waiting(_))) {
+                self.forget(&oldest);
+            }
+        }
+    }
+
+    /// Drops what only matching reads (the call's numbers and names) from an ended call that
+    /// is decided and no longer a number-match competitor.
+    fn slim(&mut self, key: &CallKey) {
+        if let Some(entry) = self.calls.get_mut(key)
+            && entry.ended
+            && entry.number.is_none()
+            && !matches!(entry.state, CallState::Waiting(_))
+        {
+            entry.info = CallInfo { direction: entry.info.direction, ..CallInfo::default() };
+        }
     }
 
     /// One leg update from the announcements or the SIP tap.
@@ -416,6 +472,7 @@ impl Correlator {
                 Timer::Unindex(key) => {
                     if self.calls.get(&key).is_some_and(|e| matches!(e.state, CallState::Unmatched(_))) {
                         self.unindex_number(&key);
+                        self.slim(&key);
                     }
                 }
                 Timer::Forget(key) => {
@@ -473,6 +530,7 @@ impl Correlator {
     fn decide(&mut self, now: UnixMillis, key: &CallKey, state: CallState) {
         let Some(entry) = self.calls.get_mut(key) else { return };
         let CallState::Waiting(w) = std::mem::replace(&mut entry.state, state) else { return };
+        let ended = entry.ended;
         self.pending = self.pending.saturating_sub(1);
         // Its Forget timer may have been skipped while it waited.
         self.timers.insert((entry.forget_at, Timer::Forget(key.clone())));
@@ -507,6 +565,9 @@ impl Correlator {
                 }
             }
             CallState::Waiting(_) => {}
+        }
+        if ended {
+            self.call_ended(key);
         }
     }
 
@@ -822,6 +883,8 @@ impl Correlator {
     fn forget(&mut self, key: &CallKey) {
         self.unindex_number(key);
         if let Some(entry) = self.calls.remove(key) {
+            // Forgotten early (MAX_ENDED_CALLS): its timer goes too.
+            self.timers.remove(&(entry.forget_at, Timer::Forget(key.clone())));
             if let Some(cid) = entry.sip_call_id
                 && self.unmatched_by_call_id.get(&cid) == Some(key)
             {

@@ -54,7 +54,7 @@ mod correlator;
 mod leg;
 
 pub use config::{CorrelationConfig, CorrelationConfigError, CorrelationSettings, TokenField, UnmatchedPolicy};
-pub use correlator::{CorrelationStats, Correlator, CorrelatorOutput, DropReason};
+pub use correlator::{CorrelationStats, Correlator, CorrelatorOutput, DropReason, MAX_ENDED_CALLS};
 pub use leg::{BLegRegistry, LegFacts, LegSource, LegUpdate};
 
 #[cfg(test)]

@@ -984,6 +984,72 @@ fn an_ended_leg_does_not_come_back_from_an_older_announcement() {
     );
 }
 
+/// Issue 13, the short soak: calls that end leave bounded state behind. Rounds of calls that
+/// ring, connect and end, faster than `ended_call_keep_secs` forgets them, with a leg source
+/// (so each waits for its leg) and SIP Call-IDs (so the unmatched ones are indexed for late
+/// legs): the calls tracked stop at the cap plus the live ones, and stay there round after
+/// round; once the keep time passes, nothing is left.
+#[test]
+fn tracked_state_does_not_grow_after_calls_end() {
+    let mut config = cfg();
+    config.max_pending_calls = 300;
+    let mut c = Correlator::with_settings(CorrelationSettings::new(config.clone()).unwrap().with_leg_sources(true));
+    // The cap, small enough for a quick test (MAX_ENDED_CALLS in the daemon).
+    let cap = 500;
+    c.set_max_ended_calls(cap);
+    let pbx = PbxId::new("site-1", PbxType::new("3cx"));
+    let signal = |n: u64, change: CallChange, at: u64| PbxSignal {
+        pbx: pbx.clone(),
+        at: UnixMillis(at),
+        source: "test",
+        facts: Facts::new(),
+        body: SignalBody::Call(CallSignal {
+            call: PbxCallId(format!("c{n}")),
+            call_started: UnixMillis(at),
+            extension: Some(Extension("201".into())),
+            change,
+            info: CallInfo {
+                direction: Direction::Inbound,
+                sip_call_id: Some(format!("cid-{n}@sbc")),
+                external_number: Some(format!("4477009{n:05}")),
+                dialled_number: Some("441234567890".into()),
+                caller_name: Some(format!("Caller {n}")),
+                ..CallInfo::default()
+            },
+        }),
+    };
+    let mut now = 1_000_000u64;
+    let mut n = 0u64;
+    let mut tracked_after_round = Vec::new();
+    for _round in 0..4 {
+        // 2,000 calls per round, 10 per millisecond: far more than the keep time forgets.
+        for _ in 0..2_000 {
+            c.handle_signal(UnixMillis(now), signal(n, CallChange::Ringing, now));
+            c.handle_signal(UnixMillis(now), signal(n, CallChange::Connected, now));
+            c.handle_signal(UnixMillis(now + 1), signal(n, CallChange::Ended, now + 1));
+            n += 1;
+            if n.is_multiple_of(10) {
+                now += 1;
+                while let Some(t) = c.poll_timeout().filter(|t| t.0 <= now) {
+                    c.handle_timeout(t);
+                }
+            }
+            while c.poll_output().is_some() {}
+        }
+        tracked_after_round.push(c.stats().calls);
+    }
+    // Calls still waiting for their leg: wait_for_leg_ms at 10 calls/ms, capped by
+    // max_pending_calls.
+    let live_at_most = config.max_pending_calls;
+    assert!(tracked_after_round.iter().all(|t| *t <= cap + live_at_most), "{tracked_after_round:?}");
+    assert_eq!(tracked_after_round[2], tracked_after_round[3], "steady, round after round: {tracked_after_round:?}");
+    // The keep time passes with nothing new: everything is forgotten.
+    c.handle_timeout(UnixMillis(now + 3_600_000));
+    while c.poll_output().is_some() {}
+    assert_eq!(c.stats().calls, 0);
+    assert_eq!(c.stats().pending_calls, 0);
+}
+
 #[test]
 fn clock_skew_ms_has_a_range() {
     let too_much = CorrelationConfig { clock_skew_ms: 300_001, ..cfg() };

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -132,12 +133,60 @@ pub async fn serve(
     let app = router(AppState { ctx, stop: shutdown.clone() });
     info!(address = %addr, "Admin endpoint listening (/metrics, /health/live, /health/ready, /status, /events/tail).");
     Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
-        if let Err(e) = served.await {
-            tracing::error!(error = %e, "The admin endpoint failed.");
-        }
+        accept_loop(listener, app, shutdown).await;
         sampler.abort();
     }))
+}
+
+/// The most admin connections at once; more wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 32;
+
+/// How long a client may take to send its request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves connections within the cap, each one request (no keep-alive: scrapers and the CLI
+/// connect per request) with a deadline on its head, so a client that connects and says
+/// nothing cannot hold the endpoint (DESIGN §7: every listener is bounded). `/events/tail`
+/// responses stream for as long as the client reads; the tap caps those clients itself.
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    warn!(error = %e, "The admin endpoint could not accept a connection.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(false);
+            if let Err(e) = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await {
+                tracing::debug!(error = %e, "An admin connection ended with an error.");
+            }
+            drop(permit);
+        });
+    }
+    // Tail streams end on `shutdown` (their handler watches it); the rest are single requests.
+    let grace = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), grace).await.is_err() {
+        connections.abort_all();
+    }
 }
 
 fn router(state: AppState) -> Router {

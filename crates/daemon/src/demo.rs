@@ -175,7 +175,7 @@ async fn forward(
     let forwarder_task = tokio::spawn(forwarder.run(forwarder_stop.clone().cancelled_owned()));
     info!(url = %url, outbox = %data_dir.display(), "Forwarding the demo's events.");
 
-    let mut sink = TeeSink { outbox: OutboxSink { outbox: outbox.clone() }, stdout };
+    let mut sink = TeeSink { outbox: OutboxSink::new(outbox.clone()), stdout };
     let piped = pipeline::run(inputs, cores, &mut sink, watchdog).await;
     let delivered = match (&piped, args.count) {
         (Err(_), _) => Ok(()),

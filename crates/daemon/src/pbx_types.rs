@@ -15,8 +15,11 @@ use toml::Spanned;
 use toml::de::{DeValue, ValueDeserializer};
 
 /// Every PBX type, in the order help texts list them.
-pub static PBX_TYPES: &[&dyn PbxTypeEntry] =
-    &[&Entry::<adapter_avaya_r11::AvayaR11>(PhantomData), &Entry::<adapter_avaya_r9::AvayaR9>(PhantomData)];
+pub static PBX_TYPES: &[&dyn PbxTypeEntry] = &[
+    &Entry::<adapter_avaya_r11::AvayaR11>(PhantomData),
+    &Entry::<adapter_avaya_r9::AvayaR9>(PhantomData),
+    &Entry::<adapter_3cx::ThreeCx>(PhantomData),
+];
 
 /// The entry for a `type`, if this daemon reads it.
 pub fn find(pbx_type: &str) -> Option<&'static dyn PbxTypeEntry> {

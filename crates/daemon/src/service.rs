@@ -41,6 +41,9 @@ use crate::tail::{self, EventTap, TapSink};
 /// the PBX readers.
 const PIPELINE_CHANNEL: usize = 4096;
 
+/// The shortest interval between two delivery status updates (health, `systemctl status`).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// How long the platform may fail before `/health/ready` turns red.
 const OUTAGE_UNREADY: Duration = Duration::from_secs(300);
 
@@ -59,6 +62,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, mut reloads: mpsc:
     let forwarder_stop = CancellationToken::new();
     let status_task = tokio::spawn(watch_delivery(forwarder.status(), health.clone()));
     let (delivery_status, last_failure) = (forwarder.status(), forwarder.last_failure());
+    let admission_status = forwarder.status();
     let reconfigure_forwarder = forwarder.reconfigurer();
     let mut forwarder_task = tokio::spawn({
         let stop = forwarder_stop.clone();
@@ -116,7 +120,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, mut reloads: mpsc:
     let cores = Cores::new(NumberCache::new(config.numbers.clone(), NUMBER_CACHE), correlator, lifecycle);
     let inputs = Inputs { adapters: rx, legs: legs_rx, control: Some(control_rx) };
     let mut pipeline_task = tokio::spawn({
-        let mut sink = TapSink { inner: OutboxSink { outbox: outbox.clone() }, tap, board: board.clone() };
+        let inner = OutboxSink { delivery: Some(admission_status), ..OutboxSink::new(outbox.clone()) };
+        let mut sink = TapSink { inner, tap, board: board.clone() };
         async move { pipeline::run(inputs, cores, &mut sink, &mut Watchdog::from_env()).await }
     });
     health.update(|h| h.pipeline = Check::ok("running"));
@@ -532,6 +537,10 @@ async fn watch_delivery(mut status: tokio::sync::watch::Receiver<forwarder::Deli
         };
         notify::status(&check.detail);
         health.update(|h| h.delivery = check);
+        // At most one update a second: the status changes with every delivered event, and a
+        // notification each (a syscall here, a wake-up of systemd there) cost more than the
+        // delivery itself under load; a full notify socket would even block this thread.
+        tokio::time::sleep(STATUS_EVERY).await;
         // Re-evaluate at least every 10 s so a long outage is noticed without a state change.
         if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(10), status.changed()).await {
             return;

@@ -63,6 +63,11 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     ("pbx_listener_correlation_legs", Gauge, "Legs known now."),
     ("pbx_listener_correlation_waiting_calls", Gauge, "PBX calls waiting for their leg now."),
     // Outbox.
+    (
+        "pbx_listener_pipeline_held_batches_total",
+        Counter,
+        "Batches the pipeline held back because a healthy delivery fell behind (backpressure to the PBX links).",
+    ),
     ("pbx_listener_outbox_commits_total", Counter, "Outbox transactions committed (group commits)."),
     ("pbx_listener_outbox_appended_events_total", Counter, "Events accepted into the outbox."),
     ("pbx_listener_outbox_removed_events_total", Counter, "Events removed from the outbox, by reason."),
@@ -70,6 +75,12 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     ("pbx_listener_outbox_dropped_events_total", Counter, "Events dropped at the outbox cap, by the when_full policy."),
     ("pbx_listener_outbox_corrupt_events_total", Counter, "Unreadable outbox rows moved to the quarantine."),
     ("pbx_listener_outbox_commit_errors_total", Counter, "Outbox commits that failed."),
+    (
+        "pbx_listener_outbox_disk_full",
+        Gauge,
+        "1 while the outbox's filesystem is full and no event is accepted; 0 otherwise.",
+    ),
+    ("pbx_listener_outbox_disk_full_total", Counter, "Outbox commits refused because the filesystem was full."),
     ("pbx_listener_outbox_pending_events", Gauge, "Events waiting for delivery."),
     ("pbx_listener_outbox_pending_bytes", Gauge, "Bytes of the events waiting for delivery."),
     (

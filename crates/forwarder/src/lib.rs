@@ -41,6 +41,9 @@ use tokio::task::JoinSet;
 
 /// How long the loop sleeps at most when idle: it also picks up what the CLI requeued.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Deletes (or quarantines) of answered events that may wait for their commit, per request
+/// slot, before they take slots away from new requests.
+const UNCOMMITTED_PER_SLOT: usize = 4;
 /// The longest response excerpt kept with a failed attempt.
 const EXCERPT_BYTES: usize = 512;
 
@@ -192,13 +195,21 @@ struct Ctx {
     client: reqwest::Client,
 }
 
-/// One finished attempt, with the outbox write it needed (delete or quarantine) done.
+/// The outbox write an answer called for, done.
+struct Written {
+    key: String,
+    verdict: Verdict,
+    /// When the answer came (ms since the Unix epoch).
+    at_ms: u64,
+    result: Result<(), OutboxError>,
+}
+
+/// One finished attempt (the outbox write its answer calls for is the loop's).
 struct Attempt {
     event: PendingEvent,
     verdict: Verdict,
     status: Option<u16>,
     error: String,
-    written: Result<(), OutboxError>,
 }
 
 impl Forwarder {
@@ -243,9 +254,17 @@ impl Forwarder {
         let mut shutdown = std::pin::pin!(shutdown);
         let settings = &self.ctx.settings;
         let mut gate = Gate::new(Backoff::new(settings.backoff_initial, settings.backoff_max));
+        // Requests in flight (at most `max_concurrency`), and the outbox writes their answers
+        // called for (deletes after a 2xx, quarantines), which wait for a group commit. A key
+        // stays busy until its write has committed, so the next event of a call is never sent
+        // before the one before it is gone; but the request's slot is free as soon as the
+        // answer came, so delivery is not held to one commit per `max_concurrency` events.
         let mut in_flight: JoinSet<Attempt> = JoinSet::new();
+        let mut writing: JoinSet<Written> = JoinSet::new();
         let mut keys: HashSet<String> = HashSet::new();
         let mut max = settings.max_concurrency;
+        // Whether the outbox may hold ready heads we have not fetched.
+        let mut stale = true;
         let mut updates = self.reconfigure.subscribe();
         let mut updated = false;
         loop {
@@ -262,8 +281,12 @@ impl Forwarder {
             }
             let now = listener_kit::clock::now().0;
             let permit = gate.permit(now);
+            // Deletes waiting for their commit bound the requests too: when the outbox commits
+            // slower than the platform answers (a large outbox on a slow disk), delivery slows
+            // to what it can record instead of piling up writes.
+            let uncommitted = writing.len().saturating_sub(UNCOMMITTED_PER_SLOT * max);
             let room = match permit {
-                Permit::All => max.saturating_sub(in_flight.len()),
+                Permit::All => max.saturating_sub(in_flight.len() + uncommitted),
                 Permit::Probe if in_flight.is_empty() => 1,
                 _ => 0,
             };
@@ -272,18 +295,16 @@ impl Forwarder {
             if let Permit::WaitUntil(until) = permit {
                 wake = wake.min(until);
             }
-            if room > 0 {
-                let heads = self.ctx.outbox.ready_heads(now, room + keys.len()).await?;
-                let mut started = 0;
+            if room > 0 && stale {
+                let busy = Arc::new(keys.clone());
+                let heads = self.ctx.outbox.ready_heads_except(now, room, busy).await?;
+                let started = heads.len();
                 for event in heads {
-                    if started == room {
-                        break;
-                    }
-                    if keys.insert(event.order_key.clone()) {
-                        in_flight.spawn(attempt(Arc::clone(&self.ctx), event));
-                        started += 1;
-                    }
+                    keys.insert(event.order_key.clone());
+                    in_flight.spawn(attempt(Arc::clone(&self.ctx), event));
                 }
+                // Fewer than asked: nothing more is ready until something changes.
+                stale = started == room;
                 if started < room
                     && let Some(due) = self.ctx.outbox.next_due_ms().await?
                     && due > now
@@ -298,30 +319,77 @@ impl Forwarder {
                     let mut next = Some(joined);
                     while let Some(joined) = next {
                         // A panicked attempt task leaves its event pending: resent later.
-                        if let Ok(done) = joined {
-                            keys.remove(&done.event.order_key);
-                            self.settle(&mut gate, done).await?;
+                        match joined {
+                            Ok(done) => self.settle(&mut gate, done, &mut writing, &mut keys).await?,
+                            Err(e) => tracing::warn!(error = %e, "A delivery attempt failed; its event is sent again after a restart"),
                         }
                         next = in_flight.try_join_next();
                     }
                 }
-                () = self.ctx.outbox.appended() => {}
+                Some(joined) = writing.join_next(), if !writing.is_empty() => {
+                    let mut next = Some(joined);
+                    while let Some(joined) = next {
+                        if let Ok(Written { key, verdict, at_ms, result }) = joined {
+                            keys.remove(&key);
+                            stale = true;
+                            match result {
+                                // Counted once recorded: a watcher that sees the new total finds
+                                // the outbox already without the event.
+                                Ok(()) if verdict == Verdict::Delivered => self.status.send_modify(|s| {
+                                    s.delivered += 1;
+                                    s.last_success_ms = Some(at_ms);
+                                }),
+                                Ok(()) => self.status.send_modify(|s| s.quarantined += 1),
+                                Err(e) if e.is_fatal() => return Err(e.into()),
+                                Err(e) => tracing::warn!(order_key = key, error = %e, "Could not record a delivery outcome; the event will be sent again"),
+                            }
+                        }
+                        next = writing.try_join_next();
+                    }
+                }
+                () = self.ctx.outbox.appended() => stale = true,
                 // Wakes the loop: the new settings are taken at its top.
                 Ok(()) = updates.changed() => updated = true,
-                () = sleep => {}
+                () = sleep => stale = true,
             }
         }
         in_flight.shutdown().await;
+        // The writes already queued commit with the writer's next group; waiting for them
+        // saves resending their events after the restart.
+        while writing.join_next().await.is_some() {}
         Ok(())
     }
 
-    /// Updates the gate and the status after an attempt; records a retry in the outbox.
-    async fn settle(&self, gate: &mut Gate, done: Attempt) -> Result<(), ForwarderError> {
-        if let Err(e) = done.written {
-            if e.is_fatal() {
-                return Err(e.into());
+    /// Updates the gate and the status after an attempt; queues the outbox write its answer
+    /// calls for (delete, quarantine) in `writing`, or records a retry before returning; a
+    /// key is released from `keys` once nothing of its head is pending any more.
+    async fn settle(
+        &self,
+        gate: &mut Gate,
+        done: Attempt,
+        writing: &mut JoinSet<Written>,
+        keys: &mut HashSet<String>,
+    ) -> Result<(), ForwarderError> {
+        let outbox = self.ctx.outbox.clone();
+        let (id, key) = (done.event.id.clone(), done.event.order_key.clone());
+        let (verdict, at_ms) = (done.verdict, listener_kit::clock::now().0);
+        match done.verdict {
+            Verdict::Delivered => {
+                writing.spawn(async move {
+                    let result = until_disk_has_space(|| outbox.delivered(&id)).await.map(drop);
+                    Written { key, verdict, at_ms, result }
+                });
             }
-            tracing::warn!(event_id = done.event.id, error = %e, "Could not record a delivery outcome; the event will be sent again");
+            Verdict::Reject => {
+                let (status, error) = (done.status, done.error.clone());
+                writing.spawn(async move {
+                    let result = until_disk_has_space(|| outbox.quarantine(&id, status, &error)).await.map(drop);
+                    Written { key, verdict, at_ms, result }
+                });
+            }
+            Verdict::Retry { .. } | Verdict::Gone => {
+                keys.remove(&key);
+            }
         }
         let now = listener_kit::clock::now().0;
         let id = done.event.id.as_str();
@@ -349,14 +417,9 @@ impl Forwarder {
                 if done.verdict == Verdict::Delivered {
                     let latency = Duration::from_millis(now.saturating_sub(done.event.created_ms));
                     events::EventDelivered { latency, now_secs: now as f64 / 1000.0 }.emit();
-                    self.status.send_modify(|s| {
-                        s.delivered += 1;
-                        s.last_success_ms = Some(now);
-                    });
                 } else {
                     events::EventQuarantined { event_id: id, status: done.status.unwrap_or(0), excerpt: &done.error }
                         .emit();
-                    self.status.send_modify(|s| s.quarantined += 1);
                 }
             }
             Verdict::Gone => {
@@ -405,8 +468,7 @@ impl Forwarder {
     }
 }
 
-/// Sends one event and does the outbox write its answer calls for (delete or quarantine),
-/// so those writes from concurrent attempts share group commits.
+/// Sends one event and classifies the answer.
 async fn attempt(ctx: Arc<Ctx>, event: PendingEvent) -> Attempt {
     let settings = &ctx.settings;
     let timestamp = listener_kit::clock::now().0 / 1000;
@@ -436,12 +498,24 @@ async fn attempt(ctx: Arc<Ctx>, event: PendingEvent) -> Attempt {
         }
         Err(e) => (Verdict::Retry { retry_after: None }, None, describe(&e)),
     };
-    let written = match verdict {
-        Verdict::Delivered => ctx.outbox.delivered(&event.id).await.map(drop),
-        Verdict::Reject => ctx.outbox.quarantine(&event.id, status, &error).await.map(drop),
-        Verdict::Retry { .. } | Verdict::Gone => Ok(()),
-    };
-    Attempt { event, verdict, status, error, written }
+    Attempt { event, verdict, status, error }
+}
+
+/// Retries an outbox write while the outbox's disk is full. The event was delivered (or
+/// rejected): releasing its key before the write commits would send it again, in a loop, for
+/// as long as the disk stays full; so the key stays busy and the write waits for space.
+async fn until_disk_has_space<F, Fut>(mut write: F) -> Result<bool, OutboxError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, OutboxError>>,
+{
+    let mut backoff = listener_kit::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        match write().await {
+            Err(OutboxError::DiskFull) => tokio::time::sleep(backoff.next_delay(rand::random::<f64>())).await,
+            other => return other,
+        }
+    }
 }
 
 /// `HTTP <status>: <start of the body>`.

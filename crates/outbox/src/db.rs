@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{OpenError, is_corruption};
 use crate::schema::{self, Migrated, SCHEMA_VERSION};
-use crate::store::{self, Totals};
+use crate::store::Totals;
 
 /// The disk an outbox may need per byte of cap: rows, indexes, free pages and the WAL come on
 /// top of the stored bytes the cap counts. Measured at about 1.3 for 600-byte events; 2 leaves
@@ -158,12 +158,4 @@ fn move_aside(path: &Path) -> Result<PathBuf, OpenError> {
         }
     }
     Ok(target)
-}
-
-/// Heals derived state at daemon start (see [`store::reconcile`]).
-pub(crate) fn reconcile(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
-    let sqlite = |source| OpenError::Sqlite { path: path.to_path_buf(), source };
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sqlite)?;
-    store::reconcile(&tx).map_err(sqlite)?;
-    tx.commit().map_err(sqlite)
 }

@@ -72,8 +72,13 @@ pub enum OpenError {
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     /// A commit (write + fsync) failed. Nothing in that transaction counts as accepted. Fatal.
-    #[error("the outbox commit failed (disk full or I/O error?); exiting is the only safe recovery: {0}")]
+    #[error("the outbox commit failed (I/O error); exiting is the only safe recovery: {0}")]
     CommitFailed(#[source] Arc<rusqlite::Error>),
+    /// The filesystem is full (`SQLITE_FULL`): the transaction was rolled back, nothing in it
+    /// was accepted, and the outbox is as it was. Not fatal: try again when space returns (the
+    /// pipeline holds its batch and retries; `pbx_listener_outbox_disk_full` says so).
+    #[error("the outbox's filesystem is full; nothing was written (retried when space returns)")]
+    DiskFull,
     /// An earlier commit failed, so the writer no longer accepts work. Fatal.
     #[error("the outbox writer stopped after an earlier failed commit")]
     WriterPoisoned,
@@ -110,6 +115,8 @@ impl OutboxError {
     pub(crate) fn from_query(e: rusqlite::Error) -> OutboxError {
         if is_corruption(&e) {
             OutboxError::DatabaseCorrupt(Arc::new(e))
+        } else if is_disk_full(&e) {
+            OutboxError::DiskFull
         } else if is_io(&e) {
             OutboxError::CommitFailed(Arc::new(e))
         } else {
@@ -121,6 +128,11 @@ impl OutboxError {
 /// The database file is damaged or not a database.
 pub(crate) fn is_corruption(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+}
+
+/// The filesystem is full: the write failed before anything was committed.
+pub(crate) fn is_disk_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }
 
 /// The storage below SQLite failed (or is full): a write may or may not have reached the disk.

@@ -10,6 +10,47 @@ use crate::store::Totals;
 /// events suppressed meanwhile.
 static DROP_LOG: LogGate = LogGate::every(10_000);
 static DUPLICATE_LOG: LogGate = LogGate::every(10_000);
+static DISK_FULL_LOG: LogGate = LogGate::every(10_000);
+
+/// The writer's first transaction healed the derived state: the gauges start from the totals.
+pub(crate) struct Reconciled<'a> {
+    pub totals: &'a Totals,
+}
+
+impl Reconciled<'_> {
+    pub(crate) fn emit(&self) {
+        gauge!("pbx_listener_outbox_pending_events").set(self.totals.pending_events as f64);
+        gauge!("pbx_listener_outbox_pending_bytes").set(self.totals.pending_bytes as f64);
+        gauge!("pbx_listener_outbox_quarantined_events").set(self.totals.quarantined_events as f64);
+        gauge!("pbx_listener_outbox_disk_full").set(0.0);
+    }
+}
+
+/// A commit failed because the filesystem is full (`full`), or the first commit after that
+/// went through (`!full`).
+pub(crate) struct DiskFull<'a> {
+    pub full: bool,
+    pub error: Option<&'a rusqlite::Error>,
+}
+
+impl DiskFull<'_> {
+    pub(crate) fn emit(&self) {
+        gauge!("pbx_listener_outbox_disk_full").set(if self.full { 1.0 } else { 0.0 });
+        if !self.full {
+            tracing::warn!("The outbox's filesystem has space again; accepting events again");
+            return;
+        }
+        counter!("pbx_listener_outbox_disk_full_total").increment(1);
+        if let Some(suppressed) = DISK_FULL_LOG.allow_weighted_now(1) {
+            tracing::error!(
+                error = self.error.map(ToString::to_string).unwrap_or_default(),
+                suppressed,
+                "The outbox's filesystem is full: no event is accepted until space returns (the PBX links stay up, \
+                 their signals wait); free space on the data disk"
+            );
+        }
+    }
+}
 
 /// One group commit went through.
 pub(crate) struct GroupCommitted<'a> {

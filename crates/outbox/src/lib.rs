@@ -45,6 +45,7 @@ mod schema;
 mod store;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -181,8 +182,9 @@ impl Outbox {
     /// the filesystem, or when the file's schema is newer than this build. A file that SQLite
     /// cannot read is moved aside (`<path>.corrupt-<ms>`) and a new outbox started.
     pub fn open(path: &Path, config: OutboxConfig) -> Result<Outbox, OpenError> {
-        let (mut conn, opened) = db::open_for_daemon(path, config.max_bytes)?;
-        db::reconcile(&mut conn, path)?;
+        // The derived state is healed by the writer's first transaction (writer.rs), not here:
+        // start-up must not read every queued event.
+        let (conn, opened) = db::open_for_daemon(path, config.max_bytes)?;
         if opened.migrated_from != SCHEMA_VERSION {
             tracing::info!(
                 path = %path.display(),
@@ -264,7 +266,19 @@ impl Outbox {
     /// next attempt is due, oldest first. Damaged rows met on the way are moved to the
     /// quarantine (counted, logged) and left out.
     pub async fn ready_heads(&self, now_ms: u64, limit: usize) -> Result<Vec<PendingEvent>, OutboxError> {
-        let (ready, damage) = self.read(move |conn| store::ready_heads(conn, now_ms, limit)).await?;
+        self.ready_heads_except(now_ms, limit, Arc::new(HashSet::new())).await
+    }
+
+    /// [`Outbox::ready_heads`] without the heads of the keys in `busy` (the forwarder's keys
+    /// in flight): they are skipped in the index, their events never read.
+    pub async fn ready_heads_except(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        busy: Arc<HashSet<String>>,
+    ) -> Result<Vec<PendingEvent>, OutboxError> {
+        let (ready, damage) =
+            self.read(move |conn| store::ready_heads(conn, now_ms, limit, &|key| busy.contains(key))).await?;
         for damage in damage {
             match damage {
                 Damage::Row { seq, detail } => {
@@ -299,6 +313,11 @@ impl Outbox {
     /// a commit while nobody waits is not lost).
     pub async fn appended(&self) {
         self.inner.notify.notified().await;
+    }
+
+    /// Events pending after the writer's last commit (no query: the writer keeps it).
+    pub fn pending_events(&self) -> u64 {
+        self.inner.counters.pending.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Commits and requests served by the writer since open.

@@ -361,29 +361,43 @@ pub(crate) enum Damage {
 }
 
 /// The oldest pending event of each order key whose next attempt is due, oldest first, plus
-/// whatever was found damaged on the way (for the writer to move aside or repair).
+/// whatever was found damaged on the way (for the writer to move aside or repair). Keys for
+/// which `busy` is true (the forwarder has their head in flight) are skipped before their
+/// event is read: the walk reads the `heads_due` index alone, and a body only for a head that
+/// is handed out.
 pub(crate) fn ready_heads(
     conn: &Connection,
     now_ms: u64,
     limit: usize,
+    busy: &dyn Fn(&str) -> bool,
 ) -> rusqlite::Result<(Vec<PendingEvent>, Vec<Damage>)> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT h.order_key, h.head_seq, e.seq, e.id, e.order_key, e.body, e.checksum, e.created_ms, e.attempts, e.next_attempt_ms, e.last_error \
-         FROM heads h LEFT JOIN events e ON e.seq = h.head_seq \
-         WHERE h.next_attempt_ms <= ?1 ORDER BY h.next_attempt_ms, h.head_seq LIMIT ?2",
+    let mut heads = conn.prepare_cached(
+        "SELECT order_key, head_seq FROM heads WHERE next_attempt_ms <= ?1 ORDER BY next_attempt_ms, head_seq",
     )?;
-    let mut rows = stmt.query(params![now_ms.min(i64::MAX as u64) as i64, limit as i64])?;
+    let mut event = conn.prepare_cached(
+        "SELECT seq, id, order_key, body, checksum, created_ms, attempts, next_attempt_ms, last_error \
+         FROM events WHERE seq = ?1",
+    )?;
+    let mut rows = heads.query(params![now_ms.min(i64::MAX as u64) as i64])?;
     let mut ready = Vec::new();
     let mut damage = Vec::new();
-    while let Some(row) = rows.next()? {
-        let head_key: String = row.get::<_, Option<String>>(0)?.unwrap_or_default();
-        let Some(seq) = row.get::<_, Option<i64>>(2)? else {
-            damage.push(Damage::StaleHead { order_key: head_key });
-            continue;
+    while ready.len() < limit {
+        let Some(row) = rows.next()? else { break };
+        let head_key: String = match row.get::<_, Value>(0)? {
+            Value::Text(t) => t,
+            _ => continue,
         };
-        match decode_pending(row, seq) {
-            Ok(event) => ready.push(event),
-            Err(detail) => damage.push(Damage::Row { seq, detail }),
+        if busy(&head_key) {
+            continue;
+        }
+        let head_seq: i64 = row.get::<_, Option<i64>>(1)?.unwrap_or(-1);
+        let mut found = event.query(params![head_seq])?;
+        match found.next()? {
+            None => damage.push(Damage::StaleHead { order_key: head_key }),
+            Some(row) => match decode_pending(row, head_seq) {
+                Ok(event) => ready.push(event),
+                Err(detail) => damage.push(Damage::Row { seq: head_seq, detail }),
+            },
         }
     }
     Ok((ready, damage))
@@ -401,20 +415,20 @@ fn decode_pending(row: &rusqlite::Row<'_>, seq: i64) -> Result<PendingEvent, Str
         Value::Integer(n) if n >= 0 => Ok(n),
         other => Err(format!("{name} is {}", type_name(&other))),
     };
-    let id = text(3, "id")?;
-    let order_key = text(4, "order_key")?;
-    let body = match get(5)? {
+    let id = text(1, "id")?;
+    let order_key = text(2, "order_key")?;
+    let body = match get(3)? {
         Value::Blob(b) => b,
         other => return Err(format!("body is {}", type_name(&other))),
     };
-    let stored = int(6, "checksum")?;
+    let stored = int(4, "checksum")?;
     if stored != checksum(&body) {
         return Err(format!("body fails its checksum ({} bytes)", body.len()));
     }
-    let created_ms = int(7, "created_ms")? as u64;
-    let attempts = u32::try_from(int(8, "attempts")?).unwrap_or(u32::MAX);
-    let next_attempt_ms = int(9, "next_attempt_ms")? as u64;
-    let last_error = match get(10)? {
+    let created_ms = int(5, "created_ms")? as u64;
+    let attempts = u32::try_from(int(6, "attempts")?).unwrap_or(u32::MAX);
+    let next_attempt_ms = int(7, "next_attempt_ms")? as u64;
+    let last_error = match get(8)? {
         Value::Text(t) => Some(t),
         _ => None,
     };

@@ -15,7 +15,7 @@ use listener_core::StateChange;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, oneshot};
 
-use crate::error::{OutboxError, is_corruption, is_io};
+use crate::error::{OutboxError, is_corruption, is_disk_full, is_io};
 use crate::events;
 use crate::store::{self, Totals};
 use crate::{AppendReceipt, NewEvent, OutboxConfig};
@@ -53,9 +53,13 @@ pub(crate) struct Request {
 pub(crate) struct WriterCounters {
     pub commits: AtomicU64,
     pub requests: AtomicU64,
+    /// Events pending after the last commit.
+    pub pending: AtomicU64,
 }
 
-/// Runs the writer until every sender is gone.
+/// Runs the writer until every sender is gone. Its first transaction heals what can be derived
+/// from the tables ([`store::reconcile`]): before any write, but after the daemon is READY
+/// (with a million events queued it reads them all, which must not delay start-up).
 pub(crate) fn run(
     mut conn: Connection,
     config: OutboxConfig,
@@ -64,6 +68,18 @@ pub(crate) fn run(
     counters: Arc<WriterCounters>,
 ) {
     let mut poisoned = false;
+    match reconcile(&mut conn) {
+        Ok(totals) => {
+            counters.pending.store(u64::try_from(totals.pending_events).unwrap_or(0), Ordering::Relaxed);
+            events::Reconciled { totals: &totals }.emit();
+        }
+        Err(error) => {
+            // The same failure a commit would have: the daemon exits and systemd restarts it.
+            poisoned = true;
+            events::CommitFailed { error: &error }.emit();
+        }
+    }
+    let mut disk_full = false;
     let mut group = Vec::with_capacity(64);
     while let Ok(first) = requests.recv() {
         group.push(first);
@@ -81,9 +97,25 @@ pub(crate) fn run(
         }
         match commit_group(&mut conn, &config, &mut group, &counters) {
             Ok(outcome) => {
+                if disk_full {
+                    disk_full = false;
+                    events::DiskFull { full: false, error: None }.emit();
+                }
                 outcome.report();
                 if outcome.appended > 0 {
                     notify.notify_one();
+                }
+            }
+            Err(error) if is_disk_full(&error) => {
+                // Nothing of the group was accepted; the outbox is as it was. Roll back what
+                // SQLite did not, answer, and take the next group as if nothing happened.
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                events::DiskFull { full: true, error: Some(&error) }.emit();
+                disk_full = true;
+                for request in group.drain(..) {
+                    let _ = request.reply.send(Err(OutboxError::DiskFull));
                 }
             }
             Err(error) => {
@@ -102,6 +134,15 @@ pub(crate) fn run(
             }
         }
     }
+}
+
+/// Heals the derived state in one transaction; the totals after it.
+fn reconcile(conn: &mut Connection) -> rusqlite::Result<Totals> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    store::reconcile(&tx)?;
+    let totals = Totals::load(&tx)?;
+    tx.commit()?;
+    Ok(totals)
 }
 
 /// What one commit did, for metrics and logs.
@@ -167,6 +208,7 @@ fn commit_group(
     // resolved sees its own commit.
     counters.commits.fetch_add(1, Ordering::Relaxed);
     counters.requests.fetch_add(group.len() as u64, Ordering::Relaxed);
+    counters.pending.store(u64::try_from(totals.pending_events).unwrap_or(0), Ordering::Relaxed);
     for (request, result) in group.drain(..).zip(results) {
         // The caller may have stopped waiting; the write stands either way.
         let _ = request.reply.send(result);

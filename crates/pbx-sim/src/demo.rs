@@ -26,7 +26,7 @@ use crate::announce::{BLeg, announce, b_leg_event};
 pub type DemoFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// The PBX types the demo can simulate, the default first.
-pub const DEMO_TYPES: &[&str] = &["avaya-r11", "avaya-r9"];
+pub const DEMO_TYPES: &[&str] = &["avaya-r11", "avaya-r9", "3cx"];
 
 /// A simulated PBX, running.
 pub struct DemoPbx {
@@ -94,6 +94,7 @@ pub async fn start(pbx_type: &str, dir: &Path, platform: DemoPlatform, stop: Dem
     match pbx_type {
         "avaya-r11" => crate::avaya_r11::demo(dir, platform, stop).await,
         "avaya-r9" => crate::avaya_r9::demo(platform, stop).await,
+        "3cx" => crate::threecx::demo(dir, platform, stop).await,
         other => anyhow::bail!(
             "the demo simulates {} (not {other:?})",
             DEMO_TYPES.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ")

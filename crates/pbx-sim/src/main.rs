@@ -23,8 +23,15 @@ enum Command {
     /// relay's Delta2 feed, playing scripted calls.
     #[command(name = "avaya-r9")]
     AvayaR9(pbx_sim::avaya_r9::Args),
+    /// A 3CX V20 PBX: the Call Control API (HTTP/WS or HTTPS/WSS) and the CDR socket, playing
+    /// scripted call scenarios.
+    #[command(name = "3cx")]
+    ThreeCx(pbx_sim::threecx::Args),
     /// Announce a B leg to pbx-listener as the platform does (a signed Level 2 event).
     Announce(pbx_sim::announce::Args),
+    /// Drive the real pbx-listener at a chosen call rate and report throughput, latency,
+    /// memory, start-up and the machine's limits; checks that every accepted event arrived.
+    Load(pbx_sim::load::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,7 +52,9 @@ fn main() -> ExitCode {
             Command::Platform(args) => pbx_sim::platform::run_cli(args).await,
             Command::AvayaR11(args) => pbx_sim::avaya_r11::run_cli(args).await,
             Command::AvayaR9(args) => pbx_sim::avaya_r9::run_cli(args).await,
+            Command::ThreeCx(args) => pbx_sim::threecx::run_cli(args).await,
             Command::Announce(args) => pbx_sim::announce::run_cli(args).await,
+            Command::Load(args) => pbx_sim::load::run_cli(args).await,
         }
     });
     match result {

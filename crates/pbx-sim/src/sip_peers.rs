@@ -170,6 +170,20 @@ pub struct BLegCall {
 /// UAS; Kamailio sends HEPv3 copies (with `hep_key` as auth key) to `hep_addr`. Blocks until the
 /// calls are over and Kamailio has stopped (so every copy was sent). Logs go to `dir`.
 pub fn place_bleg_calls(dir: &Path, hep_addr: SocketAddr, hep_key: &str) -> Result<(), String> {
+    place_bleg_calls_from(dir, hep_addr, hep_key, &peers_dir().join("sipp/bleg_calls.csv"), BLEG_CALLS.len())
+}
+
+/// [`place_bleg_calls`] with other calls: `calls` lines of a SIPp injection file in the format
+/// of `testdata/peers/sipp/bleg_calls.csv` (`SEQUENTIAL`, then `callSid;parentCallSid;caller;
+/// did;` per call); their Call-IDs are `bleg-<n>@sipp.test`.
+pub fn place_bleg_calls_from(
+    dir: &Path,
+    hep_addr: SocketAddr,
+    hep_key: &str,
+    csv: &Path,
+    calls: usize,
+) -> Result<(), String> {
+    let calls = calls.to_string();
     let sipp = require("sipp", "sip-tester")?;
     let kamailio = require("kamailio", "kamailio")?;
     let peers = peers_dir();
@@ -183,7 +197,7 @@ pub fn place_bleg_calls(dir: &Path, hep_addr: SocketAddr, hep_key: &str) -> Resu
             "-p",
             &uas_port.to_string(),
             "-m",
-            "2",
+            &calls,
             "-timeout",
             "60",
             "-timeout_error",
@@ -218,8 +232,8 @@ pub fn place_bleg_calls(dir: &Path, hep_addr: SocketAddr, hep_key: &str) -> Resu
             .arg("-sf")
             .arg(peers.join("sipp/uac_bleg.xml"))
             .arg("-inf")
-            .arg(peers.join("sipp/bleg_calls.csv"))
-            .args(["-i", "127.0.0.1", "-p", &uac_port.to_string(), "-m", "2", "-l", "1", "-nostdin"])
+            .arg(csv)
+            .args(["-i", "127.0.0.1", "-p", &uac_port.to_string(), "-m", &calls, "-l", "1", "-nostdin"])
             .args(["-cid_str", "bleg-%u@sipp.test", "-timeout", "60", "-timeout_error"])
             .arg(format!("127.0.0.1:{kam_port}")),
         &dir.join("uac.log"),

@@ -9,32 +9,19 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use adapter_avaya_r11::packet::{CmExtn, EventHeader, EventTuple};
 use adapter_avaya_r11::{Config, DevLink3Adapter};
 use bytes::Bytes;
 use generic_event::GenericEvent;
 use listener_core::{
-    Adapter, AdapterError, AdapterEvent, BoxFuture, CallChange, CallLifecycle, CorrelatedSignal, EventContext,
-    LegBinding, LinkState, PbxId, PbxType, SignalBody, SignalSink, SinkClosed,
+    AdapterEvent, CallChange, CallLifecycle, CorrelatedSignal, EventContext, LegBinding, LinkState, PbxId, PbxType,
+    SignalBody,
 };
+use pbx_sim::adapter_run::{AdapterRun, LIMIT};
 use pbx_sim::avaya_r11::{AuthMode, AvayaSim, CallSpec, Scenario, SimConfig, TlsFiles};
 use pbx_sim::conformance::{self, SequenceKey};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-
-const LIMIT: Duration = Duration::from_secs(20);
 const TLS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tls");
-
-struct ChannelSink(mpsc::UnboundedSender<AdapterEvent>);
-
-impl SignalSink for ChannelSink {
-    fn send(&self, event: AdapterEvent) -> BoxFuture<'_, Result<(), SinkClosed>> {
-        let r = self.0.send(event).map_err(|_| SinkClosed);
-        Box::pin(async move { r })
-    }
-}
 
 /// A password file removed when the test ends.
 struct PasswordFile(PathBuf);
@@ -57,10 +44,7 @@ impl Drop for PasswordFile {
 
 struct Rig {
     sim: AvayaSim,
-    rx: mpsc::UnboundedReceiver<AdapterEvent>,
-    events: Vec<AdapterEvent>,
-    stop: Option<oneshot::Sender<()>>,
-    adapter: JoinHandle<Result<(), AdapterError>>,
+    run: AdapterRun,
     _password: PasswordFile,
 }
 
@@ -76,16 +60,7 @@ async fn rig(sim_config: SimConfig, client_password: &str, tweak: impl FnOnce(&m
     config.connect_timeout_secs = 5;
     tweak(&mut config);
     let adapter = DevLink3Adapter::new(PbxId::new("e2e", PbxType::new("avaya-r11")), config.load().unwrap());
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let adapter = tokio::spawn(async move {
-        let sink = ChannelSink(tx);
-        let shutdown: BoxFuture<'_, ()> = Box::pin(async move {
-            let _ = stop_rx.await;
-        });
-        Box::new(adapter).run(&sink, shutdown).await
-    });
-    Rig { sim, rx, events: Vec::new(), stop: Some(stop_tx), adapter, _password: password }
+    Rig { sim, run: AdapterRun::start(Box::new(adapter)), _password: password }
 }
 
 fn is_ended(e: &AdapterEvent, call_count: &mut usize) -> bool {
@@ -99,20 +74,9 @@ fn is_ended(e: &AdapterEvent, call_count: &mut usize) -> bool {
 }
 
 impl Rig {
-    /// Receives events until `done` says so; fails after `LIMIT`.
-    async fn wait_until(&mut self, what: &str, mut done: impl FnMut(&AdapterEvent) -> bool) {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            let event = tokio::time::timeout_at(deadline, self.rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {what}; got so far:\n{:#?}", self.events))
-                .unwrap_or_else(|| panic!("the adapter stopped while waiting for {what}"));
-            let stop = done(&event);
-            self.events.push(event);
-            if stop {
-                return;
-            }
-        }
+    /// Receives events until `done` says so; fails after the limit.
+    async fn wait_until(&mut self, what: &str, done: impl FnMut(&AdapterEvent) -> bool) {
+        self.run.wait_until(what, done).await.unwrap();
     }
 
     async fn wait_for_ended_calls(&mut self, n: usize) {
@@ -129,7 +93,7 @@ impl Rig {
 
     fn ended_calls(&self) -> usize {
         let mut n = 0;
-        for e in &self.events {
+        for e in &self.run.events {
             is_ended(e, &mut n);
         }
         n
@@ -137,7 +101,7 @@ impl Rig {
 
     /// Waits for the resync that follows the `n`-th subscription.
     async fn wait_for_resyncs(&mut self, n: usize) {
-        let mut seen = self.events.iter().filter(|e| matches!(e, AdapterEvent::Resync { .. })).count();
+        let mut seen = self.run.events.iter().filter(|e| matches!(e, AdapterEvent::Resync { .. })).count();
         if seen >= n {
             return;
         }
@@ -159,7 +123,7 @@ impl Rig {
     /// The tracker's signals per extension: `change[:detail]` in order.
     fn signals(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for e in &self.events {
+        for e in &self.run.events {
             let AdapterEvent::Signal(s) = e else { continue };
             assert_eq!(s.source, "devlink3");
             let (key, text) = match &s.body {
@@ -190,7 +154,7 @@ impl Rig {
         let ctx =
             EventContext { account_id: uuid::Uuid::nil(), account_name: "e2e".into(), static_meta: Default::default() };
         let mut lc = CallLifecycle::new(ctx);
-        for e in &self.events {
+        for e in &self.run.events {
             match e {
                 AdapterEvent::Signal(s) => {
                     lc.handle_signal(CorrelatedSignal { signal: s.clone(), binding: LegBinding::unmatched() })
@@ -212,7 +176,8 @@ impl Rig {
     }
 
     fn links(&self) -> Vec<String> {
-        self.events
+        self.run
+            .events
             .iter()
             .filter_map(|e| match e {
                 AdapterEvent::Link { state, .. } => Some(match state {
@@ -229,6 +194,7 @@ impl Rig {
     /// Every call signal carries the scenario's SIP Call-ID once SIPTrack gave it.
     fn sip_call_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self
+            .run
             .events
             .iter()
             .filter_map(|e| match e {
@@ -244,10 +210,7 @@ impl Rig {
     }
 
     async fn finish(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let result = tokio::time::timeout(LIMIT, self.adapter).await.unwrap().unwrap();
+        let result = self.run.stop().await.unwrap();
         assert!(result.is_ok(), "{result:?}");
         self.sim.stop().await;
     }
@@ -296,7 +259,8 @@ async fn hunt_group_rings_three_phones_and_one_answers() {
     );
     assert_eq!(rig.sip_call_ids(), ["b-leg-1@platform.example"]);
     // The PBX's view of the call: inbound from the CLI to the DID, with the caller's name.
-    let AdapterEvent::Signal(first) = rig.events.iter().find(|e| matches!(e, AdapterEvent::Signal(_))).unwrap() else {
+    let AdapterEvent::Signal(first) = rig.run.events.iter().find(|e| matches!(e, AdapterEvent::Signal(_))).unwrap()
+    else {
         unreachable!()
     };
     let SignalBody::Call(c) = &first.body else { panic!() };
@@ -440,6 +404,7 @@ async fn link_drop_mid_call_is_reconciled() {
     );
     // The second snapshot does not list the call that ended during the outage.
     let resyncs: Vec<&Vec<listener_core::PbxCallId>> = rig
+        .run
         .events
         .iter()
         .filter_map(|e| match e {
@@ -484,7 +449,9 @@ async fn a_wrong_password_is_an_auth_failure_and_not_retried_at_once() {
     let mut rig = rig(SimConfig::fast("devlink", "secret"), "wrong", |_| {}).await;
     rig.wait_until("the auth failure", |e| matches!(e, AdapterEvent::Link { state: LinkState::AuthFailed { .. }, .. }))
         .await;
-    let Some(AdapterEvent::Link { state: LinkState::AuthFailed { reason }, .. }) = rig.events.last() else { panic!() };
+    let Some(AdapterEvent::Link { state: LinkState::AuthFailed { reason }, .. }) = rig.run.events.last() else {
+        panic!()
+    };
     assert!(reason.contains("AUTHENTICATION FAILED"), "{reason}");
     assert_eq!(rig.links(), ["connecting", "auth-failed"]);
     let stats = rig.sim.stats();
@@ -498,7 +465,9 @@ async fn a_plain_password_challenge_over_tcp_is_refused() {
     let mut rig = rig(sim_config, "secret", |_| {}).await;
     rig.wait_until("the refusal", |e| matches!(e, AdapterEvent::Link { state: LinkState::AuthFailed { .. }, .. }))
         .await;
-    let Some(AdapterEvent::Link { state: LinkState::AuthFailed { reason }, .. }) = rig.events.last() else { panic!() };
+    let Some(AdapterEvent::Link { state: LinkState::AuthFailed { reason }, .. }) = rig.run.events.last() else {
+        panic!()
+    };
     assert!(reason.contains("plain text"), "{reason}");
     // The client never sent the password: the simulator saw no failed response.
     assert_eq!(rig.sim.stats().auth_failures, 0);
@@ -562,7 +531,7 @@ async fn a_silent_pbx_is_declared_dead_and_reconnected() {
     rig.ready().await;
     rig.sim.set_silent(true);
     rig.wait_until("the dead link", |e| matches!(e, AdapterEvent::Link { state: LinkState::Down { .. }, .. })).await;
-    let Some(AdapterEvent::Link { state: LinkState::Down { reason }, .. }) = rig.events.last() else { panic!() };
+    let Some(AdapterEvent::Link { state: LinkState::Down { reason }, .. }) = rig.run.events.last() else { panic!() };
     assert!(reason.contains("no data from the PBX"), "{reason}");
     rig.sim.set_silent(false);
     rig.wait_until("the link back up", |e| matches!(e, AdapterEvent::Link { state: LinkState::Up, .. })).await;
@@ -582,20 +551,17 @@ async fn the_demo_mix_plays_every_scenario_with_unique_sip_call_ids() {
         sim.play_mix(&names, 1_000).await;
     };
     let mut ended = 0;
-    let mut seen = Vec::new();
+    let run = &mut rig.run;
     let wait = async {
-        let deadline = tokio::time::Instant::now() + LIMIT;
         while ended < 8 {
-            let e = tokio::time::timeout_at(deadline, rig.rx.recv()).await.unwrap().unwrap();
+            let e = run.next().await.unwrap();
             is_ended(&e, &mut ended);
-            seen.push(e);
         }
     };
     tokio::select! {
         () = mix => panic!("the mix stopped"),
         () = wait => {}
     }
-    rig.events.extend(seen);
     let ids = rig.sip_call_ids();
     let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
     assert!(unique.len() >= 8, "{ids:?}");

@@ -17,48 +17,18 @@ use std::time::Duration;
 use adapter_avaya_r9::config::{Delta2Config, SmdrConfig};
 use adapter_avaya_r9::{Config, R9Adapter};
 use listener_core::{
-    Adapter, AdapterError, AdapterEvent, AdapterState, BoxFuture, CallChange, CallLifecycle, CorrelatedSignal,
-    EventContext, LegBinding, PbxId, PbxType, SignalBody, SignalSink, SinkClosed,
+    AdapterEvent, AdapterState, CallChange, CallLifecycle, CorrelatedSignal, EventContext, LegBinding, PbxId, PbxType,
+    SignalBody,
 };
+use pbx_sim::adapter_run::{AdapterRun, LIMIT};
 use pbx_sim::avaya_r9::{CallSpec, R9Sim, R9SimConfig, Scenario, SmdrSide};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-
-const LIMIT: Duration = Duration::from_secs(20);
-
-struct ChannelSink(mpsc::UnboundedSender<AdapterEvent>);
-
-impl SignalSink for ChannelSink {
-    fn send(&self, event: AdapterEvent) -> BoxFuture<'_, Result<(), SinkClosed>> {
-        let r = self.0.send(event).map_err(|_| SinkClosed);
-        Box::pin(async move { r })
-    }
-}
-
-/// A running adapter and what it sent.
-struct Running {
-    rx: mpsc::UnboundedReceiver<AdapterEvent>,
-    events: Vec<AdapterEvent>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), AdapterError>>,
-}
 
 fn pbx() -> PbxId {
     PbxId::new("e2e-r9", PbxType::new("avaya-r9"))
 }
 
-fn start(config: &Config, state: AdapterState) -> Running {
-    let adapter = R9Adapter::new(pbx(), config.load().unwrap(), state);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let sink = ChannelSink(tx);
-        let shutdown: BoxFuture<'_, ()> = Box::pin(async move {
-            let _ = stop_rx.await;
-        });
-        Box::new(adapter).run(&sink, shutdown).await
-    });
-    Running { rx, events: Vec::new(), stop: Some(stop_tx), task }
+fn start(config: &Config, state: AdapterState) -> AdapterRun {
+    AdapterRun::start(Box::new(R9Adapter::new(pbx(), config.load().unwrap(), state)))
 }
 
 fn ended_call(e: &AdapterEvent) -> Option<String> {
@@ -71,39 +41,25 @@ fn ended_call(e: &AdapterEvent) -> Option<String> {
     None
 }
 
-impl Running {
-    async fn wait_until(&mut self, what: &str, mut done: impl FnMut(&AdapterEvent) -> bool) {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            let event = tokio::time::timeout_at(deadline, self.rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {what}; got so far:\n{:#?}", self.events))
-                .unwrap_or_else(|| panic!("the adapter stopped while waiting for {what}"));
-            let stop = done(&event);
-            self.events.push(event);
-            if stop {
-                return;
-            }
-        }
-    }
-
+/// What these tests wait for.
+trait RunExt {
     /// Waits for the `Ended` of Call ID `call`.
+    async fn wait_for_end(&mut self, call: u64);
+    /// Stops the adapter (it must stop cleanly) and returns everything it sent.
+    async fn stop_all(self) -> Vec<AdapterEvent>;
+}
+
+impl RunExt for AdapterRun {
     async fn wait_for_end(&mut self, call: u64) {
         let id = call.to_string();
         if self.events.iter().any(|e| ended_call(e).as_deref() == Some(&id)) {
             return;
         }
-        self.wait_until(&format!("the end of call {id}"), |e| ended_call(e).as_deref() == Some(&id)).await;
+        self.wait_until(&format!("the end of call {id}"), |e| ended_call(e).as_deref() == Some(&id)).await.unwrap();
     }
 
-    async fn stop(mut self) -> Vec<AdapterEvent> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(LIMIT, &mut self.task).await.unwrap().unwrap().unwrap();
-        while let Ok(e) = self.rx.try_recv() {
-            self.events.push(e);
-        }
+    async fn stop_all(mut self) -> Vec<AdapterEvent> {
+        self.stop().await.unwrap().unwrap();
         self.events
     }
 }
@@ -186,7 +142,7 @@ async fn smdr_connect_mode_every_scenario_in_london_time() {
     for s in &calls {
         run.wait_for_end(s.call_id).await;
     }
-    let events = run.stop().await;
+    let events = run.stop_all().await;
     let got = level3(&events);
     for (s, (_, want)) in calls.iter().zip(SMDR_ONLY) {
         expect(&got, s.call_id, want);
@@ -249,7 +205,7 @@ async fn smdr_listen_mode_with_an_allow_list_in_another_time_zone() {
     sim.wait_for_smdr_collectors(1).await;
     let s = sim.play(&Scenario::InboundAnswered(CallSpec::numbered(1))).await;
     run.wait_for_end(s.call_id).await;
-    let events = run.stop().await;
+    let events = run.stop_all().await;
     expect(&level3(&events), s.call_id, SMDR_ONLY[0].1);
     sim.stop().await;
 }
@@ -274,7 +230,7 @@ async fn an_outage_replays_the_buffer_without_duplicates() {
     sim.wait_for_smdr_collectors(2).await;
     let marker = sim.play(&Scenario::InboundAnswered(CallSpec::numbered(5))).await;
     run.wait_for_end(marker.call_id).await;
-    let events = run.stop().await;
+    let events = run.stop_all().await;
     let ends: Vec<String> = events.iter().filter_map(ended_call).collect();
     let want: Vec<String> = [&a, &b, &c, &d, &marker].iter().map(|s| s.call_id.to_string()).collect();
     assert_eq!(ends, want, "each call once, in order");
@@ -323,9 +279,10 @@ async fn a_restart_mid_call_loses_nothing_and_repeats_nothing() {
         "the first segment's checkpoint",
         |e| matches!(e, AdapterEvent::Checkpoint { key, value: Some(_), .. } if key.starts_with("smdr-pending/77@")),
     )
-    .await;
+    .await
+    .unwrap();
     sim.outage(true);
-    let first = run.stop().await;
+    let first = run.stop_all().await;
     let mut state = AdapterState::new();
     checkpoints(&first, &mut state);
     // The call ends while the daemon is down; it comes back with what it checkpointed, and
@@ -336,7 +293,7 @@ async fn a_restart_mid_call_loses_nothing_and_repeats_nothing() {
     sim.wait_for_smdr_collectors(2).await;
     let marker = sim.play(&Scenario::Missed(CallSpec::numbered(3))).await;
     run.wait_for_end(marker.call_id).await;
-    let second = run.stop().await;
+    let second = run.stop_all().await;
     let ends: Vec<String> = first.iter().chain(&second).filter_map(ended_call).collect();
     assert_eq!(ends, [a.call_id.to_string(), "77".to_owned(), marker.call_id.to_string()]);
     let mut all = first.clone();
@@ -363,7 +320,8 @@ async fn delta2_alongside_smdr_without_duplicates() {
     let mut run = start(&config, AdapterState::new());
     // Both feeds up as the adapter sees them (before that, SMDR rightly reports calls alone).
     run.wait_until("the link up", |e| matches!(e, AdapterEvent::Link { state: listener_core::LinkState::Up, .. }))
-        .await;
+        .await
+        .unwrap();
     let mut calls = Vec::new();
     for (n, name) in Scenario::NAMES.iter().enumerate() {
         calls.push(sim.play(&Scenario::named(name, n as u64).unwrap()).await);
@@ -379,7 +337,7 @@ async fn delta2_alongside_smdr_without_duplicates() {
     sim.wait_for_delta2_clients(2).await;
     let marker = sim.play(&Scenario::InboundAnswered(CallSpec::numbered(10))).await;
     run.wait_for_end(marker.call_id).await;
-    let events = run.stop().await;
+    let events = run.stop_all().await;
     let ends: Vec<String> = events.iter().filter_map(ended_call).collect();
     let mut want: Vec<String> = calls.iter().map(|s| s.call_id.to_string()).collect();
     want.push(missed_by_delta2.call_id.to_string());

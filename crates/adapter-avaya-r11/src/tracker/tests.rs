@@ -532,9 +532,18 @@ fn the_snapshot_summary_tells_re_sent_calls_from_calls_started_meanwhile() {
     let call20 = detail(&call(20, None), &a, Some(&ext("e-1", "4001", 2, 1)), &[]);
     let call21 = detail(&call(21, None), &b, Some(&ext("e-2", "4002", 2, 1)), &[]);
     let mut h = Harness::new();
-    // A fresh daemon: the PBX re-sends nothing, and a new call starts ringing in the window.
+    // A fresh daemon: the PBX re-sends nothing, and a new call starts ringing in the window,
+    // and is even answered before the window closes (the demo's case): still not the
+    // snapshot's.
     h.step("subscribed");
     h.step(&hunt_group_ringing(22));
+    let answered = detail(
+        &call(22, None),
+        &trunk("c0a82a0300002329", party_state::CONNECTED),
+        Some(&ext("e-3", "4002", 2, 1)),
+        &[],
+    );
+    h.step(&answered);
     h.step("timeout");
     let fresh = h.tracker.last_snapshot().unwrap();
     assert_eq!((fresh.held(), fresh.first_seen_new, fresh.ended_unseen), (0, 1, 0), "{fresh:?}");

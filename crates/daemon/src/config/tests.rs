@@ -178,6 +178,7 @@ fn the_examples_commented_keys_are_valid() {
         .replace("ca_file = \"/etc/pbx-listener/ipoffice-ca.pem\"\n", "")
         .replace("tls_server_name = \"ipoffice.example.com\"\n", "")
         .replace("ca_file = \"/etc/pbx-listener/platform-ca.pem\"\n", "")
+        .replace("ca_file = \"/etc/pbx-listener/3cx-ca.pem\"\n", "")
         .replace("tls_cert_file = \"/etc/pbx-listener/legs.crt\"\n", "")
         .replace("tls_key_file = \"/etc/pbx-listener/legs.key\"\n", "");
     assert!(uncommented.contains("\n[legs]\n") && uncommented.contains("\n[sip_tap]\n"), "{uncommented}");

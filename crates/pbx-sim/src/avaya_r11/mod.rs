@@ -461,7 +461,8 @@ impl AvayaSim {
     }
 }
 
-fn tls_acceptor(files: &TlsFiles) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+/// A TLS acceptor (ring provider) for the simulators' certificate and key.
+pub(crate) fn tls_acceptor(files: &TlsFiles) -> std::io::Result<tokio_rustls::TlsAcceptor> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 

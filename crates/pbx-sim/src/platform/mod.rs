@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-pub use receiver::{Delivery, Platform, PlatformConfig, SignatureCheck};
+pub use receiver::{Arrival, Delivery, Platform, PlatformConfig, SignatureCheck};
 pub use script::{Reply, Script, ScriptError};
 
 /// Command-line arguments of `pbx-sim platform`.

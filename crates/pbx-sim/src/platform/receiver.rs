@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -18,7 +18,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use webhook_signature::SigningSecret;
 
@@ -97,6 +97,22 @@ fn body_as_text<S: serde::Serializer>(body: &[u8], s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&String::from_utf8_lossy(body))
 }
 
+/// One request as an observer sees it ([`Platform::observe`]): when it arrived (taken before
+/// the body was read and verified) and what was answered.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// When the request's head had arrived.
+    pub at: Instant,
+    /// `webhook-id`.
+    pub id: String,
+    /// The body, byte for byte.
+    pub body: Bytes,
+    /// Whether the signature matched (always true when no secret is configured).
+    pub signature_valid: bool,
+    /// The status answered; `None` when the connection was dropped.
+    pub status: Option<u16>,
+}
+
 #[derive(Debug, Default)]
 struct Record {
     deliveries: Vec<Delivery>,
@@ -111,6 +127,9 @@ struct Shared {
     file: Option<Mutex<std::fs::File>>,
     distinct: watch::Sender<usize>,
     active: AtomicU32,
+    /// Keep every [`Delivery`] in memory (tests); off for long load runs.
+    keep: AtomicBool,
+    observer: Mutex<Option<mpsc::UnboundedSender<Arrival>>>,
 }
 
 /// Counts a request as active until dropped (also when hyper drops a scripted-drop future).
@@ -158,6 +177,8 @@ impl Platform {
             file,
             distinct: watch::Sender::new(0),
             active: AtomicU32::new(0),
+            keep: AtomicBool::new(true),
+            observer: Mutex::new(None),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, Arc::clone(&shared), stopped));
@@ -172,6 +193,27 @@ impl Platform {
     /// `http://<addr>/events`.
     pub fn url(&self) -> String {
         format!("http://{}/events", self.addr)
+    }
+
+    /// Every request from now on, as it is answered (a load run measures latency from these and
+    /// checks what arrived). One observer at a time: a second call replaces the first.
+    pub fn observe(&self) -> mpsc::UnboundedReceiver<Arrival> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *lock(&self.shared.observer) = Some(tx);
+        rx
+    }
+
+    /// Whether [`Platform::deliveries`] keeps every request (the default). A load run of
+    /// millions of events turns it off and keeps its own ledger from [`Platform::observe`];
+    /// the counts ([`Platform::distinct_accepted`], [`Platform::duplicates`]) are kept either way.
+    pub fn keep_deliveries(&self, keep: bool) {
+        self.shared.keep.store(keep, Ordering::Relaxed);
+    }
+
+    /// Replaces the answers still to come (e.g. `503*1000000` for an outage, then `""` when the
+    /// platform is back).
+    pub fn set_script(&self, script: Script) {
+        *lock(&self.shared.script) = script;
     }
 
     /// Every request received so far, in arrival order.
@@ -266,6 +308,7 @@ fn reply(code: u16, text: &'static str) -> Response<Full<Bytes>> {
 }
 
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Dropped> {
+    let arrived = Instant::now();
     let concurrent = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
     let _active = Active(&shared.active);
     let id = header(&req, "webhook-id").unwrap_or_default();
@@ -277,7 +320,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     let Ok(body) = Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await else {
         return Ok(reply(413, "body too large or unreadable"));
     };
-    let body = body.to_bytes().to_vec();
+    let body = body.to_bytes();
     let signature = if shared.config.secrets.is_empty() {
         SignatureCheck::NotChecked
     } else {
@@ -296,11 +339,12 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             Err(e) => SignatureCheck::Invalid(e.to_string()),
         }
     };
+    let observed = body.clone();
     let mut delivery = Delivery {
         id,
         timestamp,
         path,
-        body,
+        body: body.to_vec(),
         authorization,
         content_type,
         signature,
@@ -310,20 +354,20 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     };
     if let SignatureCheck::Invalid(_) = delivery.signature {
         delivery.status = Some(401);
-        record(&shared, delivery);
+        record(&shared, delivery, arrived, observed);
         return Ok(reply(401, "{\"error\":\"invalid signature\"}"));
     }
     let scripted = lock(&shared.script).next_reply();
     match scripted {
         Reply::Drop { delay } => {
             tokio::time::sleep(delay).await;
-            record(&shared, delivery);
+            record(&shared, delivery, arrived, observed);
             Err(Dropped)
         }
         Reply::Status { code, retry_after, delay } => {
             tokio::time::sleep(delay).await;
             delivery.status = Some(code);
-            record(&shared, delivery);
+            record(&shared, delivery, arrived, observed);
             let mut response = reply(code, if (200..300).contains(&code) { "{}" } else { "{\"error\":\"scripted\"}" });
             if let Some(retry_after) = retry_after {
                 let value = match retry_after {
@@ -339,7 +383,16 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     }
 }
 
-fn record(shared: &Shared, mut delivery: Delivery) {
+fn record(shared: &Shared, mut delivery: Delivery, at: Instant, body: Bytes) {
+    if let Some(observer) = lock(&shared.observer).as_ref() {
+        let _ = observer.send(Arrival {
+            at,
+            id: delivery.id.clone(),
+            body,
+            signature_valid: !matches!(delivery.signature, SignatureCheck::Invalid(_)),
+            status: delivery.status,
+        });
+    }
     let mut record = lock(&shared.record);
     let attempt = record.attempts.entry(delivery.id.clone()).or_insert(0);
     *attempt += 1;
@@ -356,7 +409,9 @@ fn record(shared: &Shared, mut delivery: Delivery) {
             tracing::warn!(error = %e, "Cannot append to the platform simulator's record file");
         }
     }
-    record.deliveries.push(delivery);
+    if shared.keep.load(Ordering::Relaxed) {
+        record.deliveries.push(delivery);
+    }
 }
 
 #[cfg(test)]

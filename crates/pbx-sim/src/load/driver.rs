@@ -1,0 +1,191 @@
+//! The PBX side of a load run: a [`PbxDriver`] per PBX type plays calls on its simulator, one
+//! phase at a time, when the scheduler says so.
+//!
+//! A call is a list of *phases*: what the PBX sends at one moment (a ringing, an answer, a
+//! hang-up). The scheduler spreads a call's phases over its duration, so that `rate × duration`
+//! calls are live at once, and stamps each phase when it leaves; the ledger attributes every
+//! event the platform receives to the phase that caused it and measures the latency from there.
+//!
+//! DevLink3 ([`AvayaR11Driver`]) is the only driver yet. An SMDR or 3CX driver implements the
+//! same trait on its own simulator: its `[[pbx]]` keys, how to play a phase, how to drop its
+//! link, and which phase an event belongs to when the event's `timestamp` is not the time the
+//! daemon received the signal (SMDR reports after the fact).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::avaya_r11::{AvayaSim, NODE, Numbering, Scenario, SimConfig, Step, script};
+
+/// One PBX type's simulator, driven by the load scheduler.
+pub trait PbxDriver: Send + Sync + 'static {
+    /// A planned call: its phases, not yet sent.
+    type Call: Send + 'static;
+
+    /// The `[[pbx]]` `type`.
+    fn pbx_type(&self) -> &'static str;
+
+    /// The other keys of the `[[pbx]]` block that points the daemon at this simulator (files it
+    /// needs are written into `dir`).
+    fn pbx_keys(&self, dir: &Path) -> anyhow::Result<String>;
+
+    /// Resolves once the daemon is connected and subscribed (`links` links in total since the
+    /// start: a reconnect makes it 2).
+    fn linked(&self, links: u64) -> impl Future<Output = ()> + Send;
+
+    /// Plans call number `n` (numbers are unique per run).
+    fn plan(&self, n: u64) -> Self::Call;
+
+    /// How many phases `call` has (at least 1).
+    fn phases(call: &Self::Call) -> usize;
+
+    /// The PBX's own ids of the call (`meta.pbxCallId` of its events).
+    fn call_ids(call: &Self::Call) -> Vec<String>;
+
+    /// Sends phase `phase` of `call` to whoever is connected.
+    fn send(&self, call: &mut Self::Call, phase: usize) -> impl Future<Output = ()> + Send;
+
+    /// Drops the link to the daemon as a failing network would (the daemon reconnects). False
+    /// when this PBX type cannot.
+    fn drop_link(&self) -> bool;
+}
+
+/// The DevLink3 simulator of an IP Office R11, playing one scenario per call.
+pub struct AvayaR11Driver {
+    sim: Arc<AvayaSim>,
+    scenario: String,
+    numbering: std::sync::Mutex<Numbering>,
+    password: String,
+}
+
+/// The load's service user on the simulated IP Office.
+const USER: &str = "load";
+
+impl AvayaR11Driver {
+    /// Starts the simulator on loopback; every call plays `scenario` (a [`Scenario::NAMES`]
+    /// name).
+    pub async fn start(scenario: &str) -> anyhow::Result<AvayaR11Driver> {
+        if Scenario::named(scenario, 1).is_none() {
+            anyhow::bail!("unknown scenario {scenario:?}; expected one of {}", Scenario::NAMES.join(", "));
+        }
+        if scenario == "link-drop" {
+            anyhow::bail!("the link-drop scenario drops the link itself; use --flap-every-secs for link drops");
+        }
+        let password = "load-password".to_owned();
+        let sim = AvayaSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), SimConfig::fast(USER, &password))
+            .await
+            .context("starting the DevLink3 simulator")?;
+        Ok(AvayaR11Driver {
+            sim: Arc::new(sim),
+            scenario: scenario.to_owned(),
+            numbering: std::sync::Mutex::new(Numbering::default()),
+            password,
+        })
+    }
+
+    /// The simulator.
+    pub fn sim(&self) -> &Arc<AvayaSim> {
+        &self.sim
+    }
+}
+
+/// A DevLink3 call: its steps, cut into phases at the scenario's pauses.
+pub struct AvayaCall {
+    phases: Vec<Vec<Step>>,
+    ids: Vec<String>,
+}
+
+impl PbxDriver for AvayaR11Driver {
+    type Call = AvayaCall;
+
+    fn pbx_type(&self) -> &'static str {
+        "avaya-r11"
+    }
+
+    fn pbx_keys(&self, dir: &Path) -> anyhow::Result<String> {
+        let file = dir.join("avaya-password");
+        std::fs::write(&file, &self.password).context("writing the simulator's password file")?;
+        let addr = self.sim.addr();
+        Ok(format!(
+            "host = \"{}\"\nport = {}\nusername = \"{USER}\"\npassword_file = \"avaya-password\"\n\
+             reconnect_min_ms = 100\nreconnect_max_secs = 1\nresync_settle_ms = 300\n",
+            addr.ip(),
+            addr.port()
+        ))
+    }
+
+    fn linked(&self, links: u64) -> impl Future<Output = ()> + Send {
+        let sim = Arc::clone(&self.sim);
+        async move { sim.wait_for_subscriptions(links).await }
+    }
+
+    fn plan(&self, n: u64) -> AvayaCall {
+        // Checked in `start`.
+        let scenario = Scenario::named(&self.scenario, 1 + 2 * n)
+            .unwrap_or(Scenario::HuntGroupAnswer(crate::avaya_r11::CallSpec::numbered(1 + 2 * n)));
+        let steps = script(&scenario, &mut self.numbering.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut ids: Vec<String> = Vec::new();
+        let mut phases = vec![Vec::new()];
+        for step in steps {
+            match step {
+                Step::Pause => phases.push(Vec::new()),
+                step => {
+                    if let Step::Delta3 { call, .. } = &step {
+                        let id = format!("{NODE}.{call}");
+                        if !ids.contains(&id) {
+                            ids.push(id);
+                        }
+                    }
+                    if let Some(phase) = phases.last_mut() {
+                        phase.push(step);
+                    }
+                }
+            }
+        }
+        phases.retain(|p| !p.is_empty());
+        AvayaCall { phases, ids }
+    }
+
+    fn phases(call: &AvayaCall) -> usize {
+        call.phases.len()
+    }
+
+    fn call_ids(call: &AvayaCall) -> Vec<String> {
+        call.ids.clone()
+    }
+
+    fn send(&self, call: &mut AvayaCall, phase: usize) -> impl Future<Output = ()> + Send {
+        let steps = call.phases.get_mut(phase).map(std::mem::take).unwrap_or_default();
+        let sim = Arc::clone(&self.sim);
+        async move {
+            for step in steps {
+                sim.step(step).await;
+            }
+        }
+    }
+
+    fn drop_link(&self) -> bool {
+        self.sim.drop_link();
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hunt_group_call_has_three_phases_and_one_pbx_call_id() {
+        let driver = AvayaR11Driver::start("hunt-group").await.expect("simulator");
+        let call = driver.plan(0);
+        assert_eq!(AvayaR11Driver::phases(&call), 3, "ring, answer, hang up");
+        assert_eq!(AvayaR11Driver::call_ids(&call), [format!("{NODE}.1")]);
+        let next = driver.plan(1);
+        assert_eq!(AvayaR11Driver::call_ids(&next), [format!("{NODE}.2")], "every call its own id");
+        let transfer = AvayaR11Driver::start("attended-transfer").await.expect("simulator").plan(0);
+        assert_eq!(AvayaR11Driver::call_ids(&transfer).len(), 2, "the consultation call is a second PBX call");
+    }
+}
