@@ -272,7 +272,10 @@ pub fn parse(text: &str) -> Result<SmdrRecord<'_>, SmdrError> {
             return "";
         }
         let start = if i == 0 { 0 } else { ends[i - 1] + 1 };
-        text.get(start..ends[i]).unwrap_or_default().trim_ascii()
+        let f = text.get(start..ends[i]).unwrap_or_default();
+        // Most fields have no surrounding space: no call to trim them.
+        let spaced = |b: Option<&u8>| b.is_some_and(u8::is_ascii_whitespace);
+        if spaced(f.as_bytes().first()) || spaced(f.as_bytes().last()) { f.trim_ascii() } else { f }
     }
     let field = |n: usize| -> &str { cut(text, &ends, count, n) };
     let bad = |n: usize, name: &'static str| SmdrError::BadField {

@@ -148,12 +148,8 @@ impl SmdrKey {
     /// `prefix` + `<call id>@YYYY/MM/DD HH:MM[:SS]`: a checkpoint key.
     fn with_prefix(&self, prefix: &str) -> String {
         let (text, len) = self.text();
-        let text = &text[..len];
-        let mut key = String::with_capacity(prefix.len() + text.len());
-        key.push_str(prefix);
-        // Only ASCII digits and separators were written: never empty.
-        key.push_str(std::str::from_utf8(text).unwrap_or_default());
-        key
+        // Only ASCII digits and separators were written: the fallback is never taken.
+        join(prefix, std::str::from_utf8(&text[..len]).unwrap_or_default())
     }
 
     /// `<call id>@YYYY/MM/DD HH:MM[:SS]` in a buffer: the text of its checkpoint keys, and its
@@ -232,6 +228,14 @@ fn put_digits(out: &mut [u8], mut n: u64) {
     }
 }
 
+/// `a` + `b` in a string of their exact length.
+fn join(a: &str, b: &str) -> String {
+    let mut s = String::with_capacity(a.len() + b.len());
+    s.push_str(a);
+    s.push_str(b);
+    s
+}
+
 /// `n` in decimal. `to_string` goes through `fmt`, several times slower, and this is done for
 /// every call.
 fn decimal(n: u64) -> String {
@@ -248,15 +252,33 @@ fn push_decimal(out: &mut String, n: u64) {
 
 /// `n`'s decimal digits, written at the end of `buf`.
 fn decimal_digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
+    // Two digits a step, from a table: half the divisions of one digit a step.
+    const PAIRS: [u8; 200] = {
+        let mut t = [0; 200];
+        let mut i = 0;
+        while i < 100 {
+            t[2 * i] = b'0' + (i / 10) as u8;
+            t[2 * i + 1] = b'0' + (i % 10) as u8;
+            i += 1;
         }
+        t
+    };
+    let mut i = buf.len();
+    while n >= 100 {
+        let p = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[p..p + 2]);
     }
+    if n >= 10 {
+        let p = n as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[p..p + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + n as u8;
+    }
+    &buf[i..]
 }
 
 /// A hasher for the tracker's own keys (Call IDs and times from the PBX, in maps bounded by
@@ -758,10 +780,14 @@ impl Tracker {
 
     fn remember_smdr(&mut self, key: &SmdrKey, checkpointed: bool) {
         let seq = self.smdr_done.insert(*key);
+        // The key's text once for both checkpoints.
+        let (text, len) = key.text();
+        // Only ASCII digits and separators were written: the fallback is never taken.
+        let text = std::str::from_utf8(&text[..len]).unwrap_or_default();
         if checkpointed {
-            self.checkpoint(key.with_prefix(SMDR_PENDING), None);
+            self.checkpoint(join(SMDR_PENDING, text), None);
         }
-        self.checkpoint(key.with_prefix(SMDR_DONE), Some(decimal_digits(seq, &mut [0; 20]).to_vec()));
+        self.checkpoint(join(SMDR_DONE, text), Some(decimal_digits(seq, &mut [0; 20]).to_vec()));
         while let Some(old) = self.smdr_done.evict() {
             self.checkpoint(old.with_prefix(SMDR_DONE), None);
         }
