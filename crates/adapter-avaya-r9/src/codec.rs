@@ -100,7 +100,36 @@ impl LineCodec {
 }
 
 fn memchr_newline(s: &[u8]) -> Option<usize> {
-    s.iter().position(|b| *b == b'\n')
+    // Eight bytes at a time: a byte-by-byte search was a tenth of the SMDR path.
+    let mut chunks = s.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let mask = byte_mask(word(chunk), b'\n');
+        if mask != 0 {
+            return Some(base + (mask.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks.remainder().iter().position(|b| *b == b'\n').map(|i| base + i)
+}
+
+/// Eight bytes (at most; fewer are zero-padded) as a little-endian word, byte `i` in bits
+/// `8i..8i+8`.
+pub(crate) fn word(bytes: &[u8]) -> u64 {
+    let mut w = [0; 8];
+    let n = bytes.len().min(8);
+    w[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(w)
+}
+
+/// The top bit of each byte of `w` that equals `byte`, and no other bit (exact for every
+/// byte, not only the first: no borrow crosses bytes).
+pub(crate) fn byte_mask(w: u64, byte: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = w ^ (u64::from(byte) * 0x0101_0101_0101_0101);
+    // A byte of `x` is 0 exactly when adding 0x7f to its low seven bits does not carry into
+    // its top bit and its own top bit is clear.
+    !(((x & LOW7) + LOW7) | x | LOW7)
 }
 
 impl Decoder for LineCodec {
@@ -206,6 +235,23 @@ mod tests {
     }
 
     proptest! {
+        /// The word-at-a-time search finds what a byte-by-byte one does, and the byte mask
+        /// marks exactly the bytes equal to the one looked for.
+        #[test]
+        fn word_search_agrees_with_a_byte_search(
+            data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b','), Just(0x8a), Just(0xac), any::<u8>()], 0..40),
+            byte in prop_oneof![Just(b'\n'), Just(b','), any::<u8>()],
+        ) {
+            prop_assert_eq!(memchr_newline(&data), data.iter().position(|b| *b == b'\n'));
+            for chunk in data.chunks(8) {
+                let mask = byte_mask(word(chunk), byte);
+                for i in 0..8 {
+                    let expected = chunk.get(i).map_or(byte == 0, |b| *b == byte);
+                    prop_assert_eq!(mask >> (8 * i) & 0xff, if expected { 0x80 } else { 0 });
+                }
+            }
+        }
+
         /// Any split of the byte stream gives the same lines.
         #[test]
         fn any_split_gives_the_same_lines(

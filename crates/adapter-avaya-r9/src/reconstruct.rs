@@ -31,18 +31,20 @@
 //!   that is an extension-like number that is no party, it gets `Ringing` and then
 //!   `Disconnected` with reason `voicemail` [inferred from Avaya's example].
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
-use listener_core::{CallChange, CallInfo, Direction, DisconnectReason, Extension, UnixMillis};
+use listener_core::{CallChange, CallInfo, Direction, DisconnectReason, UnixMillis};
 
 use crate::smdr::{CallStart, Device, DeviceKind, SmdrDirection, SmdrRecord, caller_number};
 
 /// The reason given to an extension whose call went to voicemail.
 pub const VOICEMAIL: &str = "voicemail";
 
-/// What a segment keeps of its record.
+/// What a segment keeps of its record. Its text borrows from the line while the line is at
+/// hand ([`Segment::of`]: a call of one segment, most calls, is rebuilt without copying any);
+/// a `Segment<'static>` owns it, for a call whose later segments are awaited.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Segment {
+pub struct Segment<'a> {
     /// Call Start as written.
     pub call_start: CallStart,
     /// Whether more segments follow.
@@ -60,21 +62,31 @@ pub struct Segment {
     /// Is Internal.
     pub is_internal: bool,
     /// Caller.
-    pub caller: String,
+    pub caller: Cow<'a, str>,
     /// Called Number.
-    pub called_number: String,
+    pub called_number: Cow<'a, str>,
     /// Dialled Number.
-    pub dialled_number: String,
-    /// Party 1.
-    pub party1: Device<'static>,
-    /// Party 2.
-    pub party2: Device<'static>,
+    pub dialled_number: Cow<'a, str>,
+    /// Party 1 (without its name).
+    pub party1: Device<'a>,
+    /// Party 2 (without its name).
+    pub party2: Device<'a>,
     /// External Targeting Cause.
-    pub targeting_cause: String,
+    pub targeting_cause: Cow<'a, str>,
 }
 
-impl From<&SmdrRecord<'_>> for Segment {
-    fn from(r: &SmdrRecord<'_>) -> Segment {
+/// An owned copy of the record's segment.
+impl From<&SmdrRecord<'_>> for Segment<'static> {
+    fn from(r: &SmdrRecord<'_>) -> Segment<'static> {
+        Segment::of(r).into_owned()
+    }
+}
+
+impl<'a> Segment<'a> {
+    /// The segment of a record, borrowing the record's text.
+    pub fn of(r: &SmdrRecord<'a>) -> Segment<'a> {
+        // Names are not needed to rebuild the call: not kept.
+        let device = |d: &Device<'a>| Device { kind: d.kind, number: d.number.clone(), name: Cow::Borrowed("") };
         Segment {
             call_start: r.call_start,
             continuation: r.continuation,
@@ -84,18 +96,38 @@ impl From<&SmdrRecord<'_>> for Segment {
             park_secs: r.park_secs,
             direction: r.direction,
             is_internal: r.is_internal,
-            caller: r.caller.to_string(),
-            called_number: r.called_number.to_string(),
-            dialled_number: r.dialled_number.to_string(),
-            // Names are not needed to rebuild the call: not copied.
-            party1: Device { kind: r.party1.kind, number: r.party1.number.to_string().into(), name: "".into() },
-            party2: Device { kind: r.party2.kind, number: r.party2.number.to_string().into(), name: "".into() },
-            targeting_cause: r.targeting_cause.to_string(),
+            caller: r.caller.clone(),
+            called_number: r.called_number.clone(),
+            dialled_number: r.dialled_number.clone(),
+            party1: device(&r.party1),
+            party2: device(&r.party2),
+            targeting_cause: r.targeting_cause.clone(),
         }
     }
-}
 
-impl Segment {
+    /// A copy that owns its text.
+    pub fn into_owned(self) -> Segment<'static> {
+        fn own(s: Cow<'_, str>) -> Cow<'static, str> {
+            Cow::Owned(s.into_owned())
+        }
+        Segment {
+            call_start: self.call_start,
+            continuation: self.continuation,
+            ring_secs: self.ring_secs,
+            connected_secs: self.connected_secs,
+            hold_secs: self.hold_secs,
+            park_secs: self.park_secs,
+            direction: self.direction,
+            is_internal: self.is_internal,
+            caller: own(self.caller),
+            called_number: own(self.called_number),
+            dialled_number: own(self.dialled_number),
+            party1: self.party1.into_owned(),
+            party2: self.party2.into_owned(),
+            targeting_cause: own(self.targeting_cause),
+        }
+    }
+
     fn answered(&self) -> bool {
         self.connected_secs > 0 || self.hold_secs > 0 || self.park_secs > 0
     }
@@ -113,31 +145,37 @@ impl Segment {
 }
 
 fn same(a: &Device<'_>, b: &Device<'_>) -> bool {
-    a.kind == b.kind && a.number == b.number
+    a.kind == b.kind && same_text(&a.number, &b.number)
 }
 
-/// One thing an extension did, at a reconstructed time.
+/// `a == b` for the short texts compared here (extension numbers): inline, where `==` calls
+/// `memcmp`, which showed in profiles.
+fn same_text(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
+/// One thing an extension did, at a reconstructed time. Its text borrows from the segments.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
+pub struct Step<'s> {
     /// When.
     pub at: UnixMillis,
-    /// Who.
-    pub extension: Extension,
+    /// Who (an extension number).
+    pub extension: &'s str,
     /// What.
     pub change: CallChange,
     /// The time is placed by a rule, not given by SMDR (a hold inside a connected period).
     pub time_reconstructed: bool,
     /// The segment's External Targeting Cause, on the step that ends a segment.
-    pub targeting_cause: Option<String>,
+    pub targeting_cause: Option<&'s str>,
 }
 
 /// A reconstructed call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Timeline {
+pub struct Timeline<'s> {
     /// Who the call is between.
     pub info: CallInfo,
     /// Every extension's steps, in time order.
-    pub steps: Vec<Step>,
+    pub steps: Vec<Step<'s>>,
     /// When the last segment ended (the call's `Ended`).
     pub ended_at: UnixMillis,
 }
@@ -150,23 +188,27 @@ enum State {
     Gone,
 }
 
-struct Builder {
-    steps: Vec<Step>,
-    state: BTreeMap<String, State>,
+struct Builder<'s> {
+    steps: Vec<Step<'s>>,
+    /// Each extension's state, in order of first appearance (a call has a few).
+    state: Vec<(&'s str, State)>,
 }
 
-impl Builder {
-    fn push(&mut self, at: u64, ext: &str, change: CallChange, guessed: bool) {
+impl<'s> Builder<'s> {
+    fn push(&mut self, at: u64, ext: &'s str, change: CallChange, guessed: bool) {
         let state = match &change {
             CallChange::Ringing => State::Ringing,
             CallChange::Connected | CallChange::Resumed | CallChange::Unparked { .. } => State::Connected,
             CallChange::Held => State::Held,
             _ => State::Gone,
         };
-        self.state.insert(ext.to_owned(), state);
+        match self.state.iter_mut().find(|(e, _)| same_text(e, ext)) {
+            Some((_, s)) => *s = state,
+            None => self.state.push((ext, state)),
+        }
         self.steps.push(Step {
             at: UnixMillis(at),
-            extension: Extension(ext.to_owned()),
+            extension: ext,
             change,
             time_reconstructed: guessed,
             targeting_cause: None,
@@ -174,7 +216,7 @@ impl Builder {
     }
 
     fn state(&self, ext: &str) -> Option<State> {
-        self.state.get(ext).copied()
+        self.state.iter().find(|(e, _)| same_text(e, ext)).map(|(_, s)| *s)
     }
 
     fn open(&self, ext: &str) -> bool {
@@ -183,7 +225,7 @@ impl Builder {
 }
 
 /// Who the call is between, from its first segment.
-pub fn call_info(first: &Segment) -> CallInfo {
+pub fn call_info(first: &Segment<'_>) -> CallInfo {
     let trunk = first.party1.kind == DeviceKind::Trunk || first.party2.kind == DeviceKind::Trunk;
     let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     match first.direction {
@@ -216,9 +258,10 @@ fn extension_like(s: &str) -> bool {
 
 /// Rebuilds a call from its segments in arrival order, the first starting at `start`.
 /// `complete`: the last segment had Continuation 0 (else the call timed out).
-pub fn reconstruct(segments: &[Segment], start: UnixMillis, complete: bool) -> Timeline {
+pub fn reconstruct<'s>(segments: &'s [Segment<'_>], start: UnixMillis, complete: bool) -> Timeline<'s> {
     let info = segments.first().map(call_info).unwrap_or_default();
-    let mut b = Builder { steps: Vec::new(), state: BTreeMap::new() };
+    // A segment gives at most seven steps, most give two to four.
+    let mut b = Builder { steps: Vec::with_capacity(4 * segments.len() + 2), state: Vec::new() };
     let mut t = start.0;
     for (i, seg) in segments.iter().enumerate() {
         let prev = i.checked_sub(1).map(|p| &segments[p]);
@@ -250,11 +293,11 @@ pub fn reconstruct(segments: &[Segment], start: UnixMillis, complete: bool) -> T
             && extension_like(&seg.called_number)
             && seg.party1.extension() != Some(&seg.called_number)
         {
-            let called = seg.called_number.clone();
-            b.push(s, &called, CallChange::Ringing, false);
+            let called: &str = &seg.called_number;
+            b.push(s, called, CallChange::Ringing, false);
             b.push(
                 ring_end,
-                &called,
+                called,
                 CallChange::Disconnected { reason: DisconnectReason::Other(VOICEMAIL.into()) },
                 false,
             );
@@ -277,12 +320,8 @@ pub fn reconstruct(segments: &[Segment], start: UnixMillis, complete: bool) -> T
         }
 
         // Hold and park: the answering extension's, else the calling one's.
-        let holder = answering
-            .extension()
-            .filter(|e| b.open(e))
-            .or_else(|| calling.extension().filter(|e| b.open(e)))
-            .map(str::to_owned);
-        if let Some(holder) = &holder {
+        let holder = answering.extension().filter(|e| b.open(e)).or_else(|| calling.extension().filter(|e| b.open(e)));
+        if let Some(holder) = holder {
             if seg.hold_secs > 0 {
                 // Leaves: not in the next segment, or the call went on in a segment we lack.
                 let leaves = next.map_or(seg.continuation, |n| !n.has(device_of(seg, holder)));
@@ -300,7 +339,7 @@ pub fn reconstruct(segments: &[Segment], start: UnixMillis, complete: bool) -> T
         }
 
         // The segment ends: who leaves.
-        let targeting = (!seg.targeting_cause.is_empty()).then(|| seg.targeting_cause.clone());
+        let targeting = (!seg.targeting_cause.is_empty()).then_some(&*seg.targeting_cause);
         for party in [&seg.party1, &seg.party2] {
             let Some(ext) = party.extension() else { continue };
             if !b.open(ext) || next.is_some_and(|n| n.has(party)) {
@@ -318,35 +357,37 @@ pub fn reconstruct(segments: &[Segment], start: UnixMillis, complete: bool) -> T
             };
             b.push(end, ext, change, false);
             if let Some(step) = b.steps.last_mut() {
-                step.targeting_cause.clone_from(&targeting);
+                step.targeting_cause = targeting;
             }
         }
         t = end;
     }
     // Anyone still open (a phantom ring, a device that left without a segment of its own).
-    let open: Vec<String> = b.state.iter().filter(|(_, s)| !matches!(s, State::Gone)).map(|(e, _)| e.clone()).collect();
-    for ext in open {
+    // In extension order (the order they had in a sorted map).
+    let mut open: Vec<(&str, State)> = b.state.iter().filter(|(_, s)| *s != State::Gone).copied().collect();
+    open.sort_unstable_by_key(|(e, _)| *e);
+    for (ext, state) in open {
         let reason = if !complete {
             DisconnectReason::Unknown
-        } else if b.state(&ext) == Some(State::Ringing) {
+        } else if state == State::Ringing {
             DisconnectReason::CallerAbandoned
         } else {
             DisconnectReason::Normal
         };
-        b.push(t, &ext, CallChange::Disconnected { reason }, false);
+        b.push(t, ext, CallChange::Disconnected { reason }, false);
     }
     // Steps were produced segment by segment; order them by time, keeping that order on ties.
     b.steps.sort_by_key(|s| s.at);
     Timeline { info, steps: b.steps, ended_at: UnixMillis(t) }
 }
 
-fn device_of<'s>(seg: &'s Segment, ext: &str) -> &'s Device<'static> {
+fn device_of<'s, 'a>(seg: &'s Segment<'a>, ext: &str) -> &'s Device<'a> {
     if seg.party1.extension() == Some(ext) { &seg.party1 } else { &seg.party2 }
 }
 
 /// Why a device that rang and left while the call went on left: answered by a later segment's
 /// device, voicemail, or rang out.
-fn reason_after_ringing(later: &[Segment], answered_here: bool) -> DisconnectReason {
+fn reason_after_ringing(later: &[Segment<'_>], answered_here: bool) -> DisconnectReason {
     if answered_here {
         return DisconnectReason::AnsweredElsewhere;
     }
@@ -360,12 +401,12 @@ fn reason_after_ringing(later: &[Segment], answered_here: bool) -> DisconnectRea
 }
 
 /// Where a call went from `seg` to `next`: the device new in `next`.
-fn transfer_target(seg: &Segment, next: &Segment) -> Option<String> {
+fn transfer_target(seg: &Segment<'_>, next: &Segment<'_>) -> Option<String> {
     let new = if seg.has(&next.party2) { &next.party1 } else { &next.party2 };
     match new.kind {
         DeviceKind::Extension => Some(new.number.to_string()),
         DeviceKind::Voicemail => Some(VOICEMAIL.into()),
-        DeviceKind::Trunk => (!next.dialled_number.is_empty()).then(|| next.dialled_number.clone()),
+        DeviceKind::Trunk => (!next.dialled_number.is_empty()).then(|| next.dialled_number.to_string()),
         DeviceKind::Other => None,
     }
 }

@@ -96,6 +96,29 @@ pub mod workload {
         )
     }
 
+    /// `examples/throughput*.rs`: `[smdr|delta2] [rounds]` from the command line, runs the
+    /// workload that many times and prints lines/s (wall).
+    pub fn throughput_main() {
+        let mut args = std::env::args().skip(1);
+        let which = args.next().unwrap_or_else(|| "smdr".into());
+        let rounds: u64 = args.next().and_then(|r| r.parse().ok()).unwrap_or(20);
+        let ((stream, lines), delta2) = match which.as_str() {
+            "delta2" => (delta2_stream(), true),
+            _ => (smdr_stream(), false),
+        };
+        let started = std::time::Instant::now();
+        let mut outputs = 0;
+        for _ in 0..rounds {
+            outputs += run(&stream, delta2);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{which}: {} lines, {outputs} outputs in {secs:.3} s wall = {:.0} lines/s (wall)",
+            lines * rounds,
+            (lines * rounds) as f64 / secs
+        );
+    }
+
     /// Decodes the whole stream through a fresh tracker; returns the number of outputs.
     pub fn run(stream: &[u8], delta2: bool) -> u64 {
         let mut t = tracker(delta2);

@@ -140,39 +140,41 @@ struct SmdrKey {
 
 impl fmt::Display for SmdrKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut s = String::new();
-        self.push_to(&mut s);
-        f.write_str(&s)
+        f.write_str(&self.with_prefix(""))
     }
 }
 
 impl SmdrKey {
-    /// `prefix` + `<call id>@YYYY/MM/DD HH:MM[:SS]` (written by hand: checkpoint keys are made
-    /// for every call, and `format!` showed in profiles).
+    /// `prefix` + `<call id>@YYYY/MM/DD HH:MM[:SS]`: a checkpoint key.
     fn with_prefix(&self, prefix: &str) -> String {
-        let mut s = String::with_capacity(prefix.len() + 40);
-        s.push_str(prefix);
-        self.push_to(&mut s);
-        s
+        let (text, len) = self.text();
+        // Only ASCII digits and separators were written: the fallback is never taken.
+        join(prefix, std::str::from_utf8(&text[..len]).unwrap_or_default())
     }
 
-    fn push_to(&self, s: &mut String) {
-        push_number(s, self.call_id, 1);
-        s.push('@');
+    /// `<call id>@YYYY/MM/DD HH:MM[:SS]` in a buffer: the text of its checkpoint keys, and its
+    /// length.
+    fn text(&self) -> ([u8; 40], usize) {
+        // Written as bytes: keys are made for every call, and `format!` (or `String::push` per
+        // character) costs several times more.
+        let mut out = [0; 40];
+        let mut digits = [0; 20];
+        let digits = decimal_digits(self.call_id, &mut digits);
+        let id = digits.len();
+        out[..id].copy_from_slice(digits);
+        // Call Start into a fixed pattern: the parser bounds the year to four digits (1970
+        // on) and the others to two.
         let st = &self.start;
-        push_number(s, st.year as u64, 4);
-        s.push('/');
-        push_number(s, st.month as u64, 2);
-        s.push('/');
-        push_number(s, st.day as u64, 2);
-        s.push(' ');
-        push_number(s, st.hour as u64, 2);
-        s.push(':');
-        push_number(s, st.minute as u64, 2);
-        if st.has_seconds {
-            s.push(':');
-            push_number(s, st.second as u64, 2);
-        }
+        let t = &mut out[id..id + 20];
+        t.copy_from_slice(b"@0000/00/00 00:00:00");
+        put_digits(&mut t[1..5], st.year as u64);
+        put_digits(&mut t[6..8], st.month as u64);
+        put_digits(&mut t[9..11], st.day as u64);
+        put_digits(&mut t[12..14], st.hour as u64);
+        put_digits(&mut t[15..17], st.minute as u64);
+        put_digits(&mut t[18..20], st.second as u64);
+        let len = if st.has_seconds { 20 } else { 17 };
+        (out, id + len)
     }
 
     fn parse(s: &str) -> Option<SmdrKey> {
@@ -189,10 +191,11 @@ enum Timer {
     Delta2Lost(String),
 }
 
-/// A call whose segments are all here (or whose time is up).
+/// A call whose segments are all here (or whose time is up). A call of one segment borrows
+/// it from its line; one kept waiting for Delta2 owns its segments (`Finished<'static>`).
 #[derive(Debug)]
-struct Finished {
-    segments: Vec<Segment>,
+struct Finished<'a> {
+    segments: Vec<Segment<'a>>,
     arrival: UnixMillis,
     /// Call Start as an instant, read when the first segment arrived.
     start: (UnixMillis, Reading),
@@ -201,9 +204,15 @@ struct Finished {
     checkpointed: bool,
 }
 
+impl Finished<'_> {
+    fn into_owned(self) -> Finished<'static> {
+        Finished { segments: self.segments.into_iter().map(Segment::into_owned).collect(), ..self }
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
-    segments: Vec<Segment>,
+    segments: Vec<Segment<'static>>,
     start: (UnixMillis, Reading),
     /// The lines, as read, to recognise a replayed segment and to checkpoint.
     lines: Vec<String>,
@@ -211,25 +220,65 @@ struct Pending {
     deadline: UnixMillis,
 }
 
-/// Appends `n` in decimal, zero-padded to `width` digits.
-fn push_number(s: &mut String, n: u64, width: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+/// Writes the last `out.len()` decimal digits of `n` into `out`, zero-padded.
+fn put_digits(out: &mut [u8], mut n: u64) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
         n /= 10;
-        if n == 0 {
-            break;
+    }
+}
+
+/// `a` + `b` in a string of their exact length.
+fn join(a: &str, b: &str) -> String {
+    let mut s = String::with_capacity(a.len() + b.len());
+    s.push_str(a);
+    s.push_str(b);
+    s
+}
+
+/// `n` in decimal. `to_string` goes through `fmt`, several times slower, and this is done for
+/// every call.
+fn decimal(n: u64) -> String {
+    let mut s = String::with_capacity(20);
+    push_decimal(&mut s, n);
+    s
+}
+
+/// Appends `n` in decimal (see [`decimal`]).
+fn push_decimal(out: &mut String, n: u64) {
+    // Only ASCII digits were written: the fallback is never taken.
+    out.push_str(std::str::from_utf8(decimal_digits(n, &mut [0; 20])).unwrap_or_default());
+}
+
+/// `n`'s decimal digits, written at the end of `buf`.
+fn decimal_digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    // Two digits a step, from a table: half the divisions of one digit a step.
+    const PAIRS: [u8; 200] = {
+        let mut t = [0; 200];
+        let mut i = 0;
+        while i < 100 {
+            t[2 * i] = b'0' + (i / 10) as u8;
+            t[2 * i + 1] = b'0' + (i % 10) as u8;
+            i += 1;
         }
+        t
+    };
+    let mut i = buf.len();
+    while n >= 100 {
+        let p = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[p..p + 2]);
     }
-    for _ in (digits.len() - i)..width {
-        s.push('0');
+    if n >= 10 {
+        let p = n as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[p..p + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + n as u8;
     }
-    for d in &digits[i..] {
-        s.push(char::from(*d));
-    }
+    &buf[i..]
 }
 
 /// A hasher for the tracker's own keys (Call IDs and times from the PBX, in maps bounded by
@@ -288,21 +337,33 @@ impl<K: Clone + Eq + std::hash::Hash> Remembered<K> {
         self.seq.contains_key(k)
     }
 
-    /// Inserts `k`; returns its sequence number and what was evicted to make room.
-    fn insert(&mut self, k: K) -> (u64, Vec<K>) {
+    /// Inserts `k`; returns its sequence number. The set may then be over its bound: take
+    /// [`Remembered::evict`] until it returns `None`.
+    fn insert(&mut self, k: K) -> u64 {
         let seq = self.next;
         self.next += 1;
         self.seq.insert(k.clone(), seq);
         self.order.push_back((seq, k));
-        let mut evicted = Vec::new();
+        seq
+    }
+
+    /// Inserts `k`, forgetting what that evicts.
+    fn insert_forgetting(&mut self, k: K) {
+        self.insert(k);
+        while self.evict().is_some() {}
+    }
+
+    /// Removes and returns the oldest entry while the set is over its bound (one after an
+    /// insert; more after restoring more entries than the bound).
+    fn evict(&mut self) -> Option<K> {
         while self.seq.len() > self.cap {
-            let Some((s, old)) = self.order.pop_front() else { break };
+            let (s, old) = self.order.pop_front()?;
             if self.seq.get(&old) == Some(&s) {
                 self.seq.remove(&old);
-                evicted.push(old);
+                return Some(old);
             }
         }
-        (seq, evicted)
+        None
     }
 
     fn restore(&mut self, mut entries: Vec<(u64, K)>) {
@@ -379,7 +440,7 @@ pub struct Tracker {
     pending: KeyMap<SmdrKey, Pending>,
     smdr_done: Remembered<SmdrKey>,
     /// SMDR calls complete but waiting for Delta2's end of the same call.
-    awaiting_delta2: KeyMap<SmdrKey, Finished>,
+    awaiting_delta2: KeyMap<SmdrKey, Finished<'static>>,
     d2_calls: KeyMap<String, D2Call>,
     /// Delta2 calls that ended (by their CallID): SMDR never emits them again.
     d2_done: Remembered<String>,
@@ -449,7 +510,7 @@ impl Tracker {
             self.checkpoint(key.clone(), None);
         }
         for (_, k) in &done {
-            self.smdr_emitted.insert(k.call_id.to_string());
+            self.smdr_emitted.insert_forgetting(decimal(k.call_id));
         }
         self.smdr_done.restore(done);
         self.d2_done.restore(d2_done);
@@ -586,25 +647,38 @@ impl Tracker {
         if self.smdr_done.contains(&key) || self.awaiting_delta2.contains_key(&key) {
             return SmdrHandled::Duplicate;
         }
-        let segment = Segment::from(&record);
-        drop(record);
-        let deadline = now.plus_ms(self.settings.segment_timeout_ms);
-        let max_segments = self.settings.max_segments_per_call;
-        let continuation = segment.continuation;
-        if !continuation && !self.pending.contains_key(&key) {
-            // A call of one segment (most calls): no collecting, no checkpoint.
+        let segment = Segment::of(&record);
+        if !segment.continuation && !self.pending.contains_key(&key) {
+            // A call of one segment (most calls): no collecting, no checkpoint, no copy.
             let f = Finished { segments: vec![segment], arrival: now, start, complete: true, checkpointed: false };
             self.finish_smdr(key, f);
             return SmdrHandled::Segment;
         }
+        if let Some(p) = self.pending.get(&key) {
+            if p.lines.iter().any(|l| *l == *text) {
+                return SmdrHandled::Duplicate;
+            }
+            if p.segments.len() >= self.settings.max_segments_per_call {
+                return SmdrHandled::TooManySegments;
+            }
+        }
+        if !segment.continuation {
+            // The call's last segment: the call is rebuilt with this one borrowed from its line.
+            if let Some(p) = self.pending.remove(&key) {
+                self.timers.remove(&(p.deadline, Timer::SegmentTimeout(key)));
+                let mut segments: Vec<Segment<'_>> = p.segments;
+                segments.push(segment);
+                let f = Finished { segments, arrival: now, start: p.start, complete: true, checkpointed: true };
+                self.finish_smdr(key, f);
+            }
+            return SmdrHandled::Segment;
+        }
+        // More segments follow: this one and its line are kept until they come.
+        let segment = segment.into_owned();
+        drop(record);
+        let deadline = now.plus_ms(self.settings.segment_timeout_ms);
         let pending = match self.pending.get_mut(&key) {
             Some(p) => {
-                if p.lines.iter().any(|l| *l == *text) {
-                    return SmdrHandled::Duplicate;
-                }
-                if p.segments.len() >= max_segments {
-                    return SmdrHandled::TooManySegments;
-                }
                 self.timers.remove(&(p.deadline, Timer::SegmentTimeout(key)));
                 p
             }
@@ -624,17 +698,9 @@ impl Tracker {
         pending.segments.push(segment);
         pending.lines.push(text.into_owned());
         pending.deadline = deadline;
-        if continuation {
-            let value = pending_value(now, &pending.lines);
-            self.timers.insert((deadline, Timer::SegmentTimeout(key)));
-            self.checkpoint(key.with_prefix(SMDR_PENDING), Some(value));
-        } else if let Some(p) = self.pending.remove(&key) {
-            let checkpointed = p.lines.len() > 1;
-            self.finish_smdr(
-                key,
-                Finished { segments: p.segments, arrival: now, start: p.start, complete: true, checkpointed },
-            );
-        }
+        let value = pending_value(now, &pending.lines);
+        self.timers.insert((deadline, Timer::SegmentTimeout(key)));
+        self.checkpoint(key.with_prefix(SMDR_PENDING), Some(value));
         SmdrHandled::Segment
     }
 
@@ -652,9 +718,9 @@ impl Tracker {
     }
 
     /// A call's segments are all here (`complete`) or its time is up.
-    fn finish_smdr(&mut self, key: SmdrKey, f: Finished) {
+    fn finish_smdr(&mut self, key: SmdrKey, f: Finished<'_>) {
         if self.settings.delta2 {
-            let id = key.call_id.to_string();
+            let id = decimal(key.call_id);
             if self.d2_done.contains(&id) {
                 // Delta2 showed the whole call: nothing to add.
                 self.remember_smdr(&key, f.checkpointed);
@@ -670,14 +736,14 @@ impl Tracker {
             if waits && f.complete {
                 let at = f.arrival.plus_ms(self.settings.delta2_grace_ms);
                 self.timers.insert((at, Timer::Delta2Grace(key)));
-                self.awaiting_delta2.insert(key, f);
+                self.awaiting_delta2.insert(key, f.into_owned());
                 return;
             }
         }
         self.emit_smdr(&key, f);
     }
 
-    fn emit_smdr(&mut self, key: &SmdrKey, f: Finished) {
+    fn emit_smdr(&mut self, key: &SmdrKey, f: Finished<'_>) {
         let Finished { segments, start: (start, reading), complete, checkpointed, .. } = f;
         {
             let timeline = reconstruct(&segments, start, complete);
@@ -697,65 +763,56 @@ impl Tracker {
                     base.insert("smdrLocalTime".into(), "dst-repeated".into());
                 }
             }
-            let id = key.call_id.to_string();
+            let id = decimal(key.call_id);
             if self.d2_done.contains(&id) {
                 // Delta2 showed the whole call meanwhile.
             } else if let Some(d2) = self.d2_calls.remove(&id) {
                 self.complete_delta2_call(&id, d2, timeline, base);
+            } else if self.settings.delta2 {
+                self.emit_timeline(PbxCallId(id.clone()), start, timeline, base);
+                self.smdr_emitted.insert_forgetting(id);
             } else {
-                self.emit_timeline(PbxCallId(id.clone()), start, &timeline, &base);
-                if self.settings.delta2 {
-                    self.smdr_emitted.insert(id);
-                }
+                self.emit_timeline(PbxCallId(id), start, timeline, base);
             }
         }
         self.remember_smdr(key, checkpointed);
     }
 
     fn remember_smdr(&mut self, key: &SmdrKey, checkpointed: bool) {
-        let (seq, evicted) = self.smdr_done.insert(*key);
+        let seq = self.smdr_done.insert(*key);
+        // The key's text once for both checkpoints.
+        let (text, len) = key.text();
+        // Only ASCII digits and separators were written: the fallback is never taken.
+        let text = std::str::from_utf8(&text[..len]).unwrap_or_default();
         if checkpointed {
-            self.checkpoint(key.with_prefix(SMDR_PENDING), None);
+            self.checkpoint(join(SMDR_PENDING, text), None);
         }
-        self.checkpoint(key.with_prefix(SMDR_DONE), Some(seq.to_string().into_bytes()));
-        for old in evicted {
+        self.checkpoint(join(SMDR_DONE, text), Some(decimal_digits(seq, &mut [0; 20]).to_vec()));
+        while let Some(old) = self.smdr_done.evict() {
             self.checkpoint(old.with_prefix(SMDR_DONE), None);
         }
     }
 
-    fn emit_timeline(&mut self, id: PbxCallId, started: UnixMillis, timeline: &Timeline, base: &Facts) {
-        for step in &timeline.steps {
-            let facts = step_facts(base, step);
-            self.signal(
-                SMDR_SOURCE,
-                step.at,
-                &id,
-                started,
-                &timeline.info,
-                Some(step.extension.clone()),
-                step.change.clone(),
-                facts,
-            );
+    /// Every step's signal, then the call's end (which takes the id, the call's parties and
+    /// the base facts: the steps' signals have copies).
+    fn emit_timeline(&mut self, id: PbxCallId, started: UnixMillis, timeline: Timeline<'_>, base: Facts) {
+        let Timeline { info, steps, ended_at } = timeline;
+        for step in steps {
+            let facts = step_facts(&base, &step);
+            let extension = Some(Extension(step.extension.to_owned()));
+            self.signal(SMDR_SOURCE, step.at, id.clone(), started, info.clone(), extension, step.change, facts);
         }
-        self.signal(
-            SMDR_SOURCE,
-            timeline.ended_at,
-            &id,
-            started,
-            &timeline.info,
-            None,
-            CallChange::Ended,
-            base.clone(),
-        );
+        self.signal(SMDR_SOURCE, ended_at, id, started, info, None, CallChange::Ended, base);
     }
 
     /// SMDR completes a call Delta2 saw but lost: each device goes on from its last Delta2
     /// state; devices Delta2 closed are left alone.
-    fn complete_delta2_call(&mut self, call_id: &str, d2: D2Call, timeline: Timeline, mut base: Facts) {
+    fn complete_delta2_call(&mut self, call_id: &str, d2: D2Call, timeline: Timeline<'_>, mut base: Facts) {
         base.insert("completedBy".into(), SMDR_SOURCE.into());
         let mut resumed: BTreeSet<&str> = BTreeSet::new();
-        for step in &timeline.steps {
-            let ext = step.extension.0.as_str();
+        let Timeline { info, steps, ended_at } = timeline;
+        for step in steps {
+            let ext = step.extension;
             match d2.devices.get(ext) {
                 None => {}
                 Some(DevState::Gone) => continue,
@@ -774,19 +831,11 @@ impl Tracker {
                 }
                 Some(_) => {}
             }
-            let facts = step_facts(&base, step);
-            self.signal(
-                SMDR_SOURCE,
-                step.at,
-                &d2.id,
-                d2.started,
-                &timeline.info,
-                Some(step.extension.clone()),
-                step.change.clone(),
-                facts,
-            );
+            let facts = step_facts(&base, &step);
+            let extension = Some(Extension(ext.to_owned()));
+            self.signal(SMDR_SOURCE, step.at, d2.id.clone(), d2.started, info.clone(), extension, step.change, facts);
         }
-        self.signal(SMDR_SOURCE, timeline.ended_at, &d2.id, d2.started, &timeline.info, None, CallChange::Ended, base);
+        self.signal(SMDR_SOURCE, ended_at, d2.id, d2.started, info, None, CallChange::Ended, base);
         self.remember_delta2_done(call_id);
     }
 
@@ -835,10 +884,11 @@ impl Tracker {
             if st.open() {
                 let change = CallChange::Disconnected { reason: DisconnectReason::Unknown };
                 let ext = Some(Extension(ext.clone()));
-                self.signal(DELTA2_SOURCE, now, &call.id, call.started, &call.info, ext, change, facts.clone());
+                let (id, info) = (call.id.clone(), call.info.clone());
+                self.signal(DELTA2_SOURCE, now, id, call.started, info, ext, change, facts.clone());
             }
         }
-        self.signal(DELTA2_SOURCE, now, &call.id, call.started, &call.info, None, CallChange::Ended, facts);
+        self.signal(DELTA2_SOURCE, now, call.id, call.started, call.info, None, CallChange::Ended, facts);
         self.remember_delta2_done(key);
     }
 
@@ -1067,7 +1117,7 @@ impl Tracker {
         let changed = !changes.is_empty();
         for (ext, change) in changes {
             let ext = (!ext.is_empty()).then_some(Extension(ext));
-            self.signal(DELTA2_SOURCE, now, &id, started, &info, ext, change, Facts::new());
+            self.signal(DELTA2_SOURCE, now, id.clone(), started, info.clone(), ext, change, Facts::new());
         }
         if changed {
             self.checkpoint_delta2(&key);
@@ -1086,19 +1136,12 @@ impl Tracker {
                 _ => DisconnectReason::Normal,
             };
             let change = CallChange::Disconnected { reason };
-            self.signal(
-                DELTA2_SOURCE,
-                now,
-                &call.id,
-                call.started,
-                &call.info,
-                Some(Extension(ext.clone())),
-                change,
-                Facts::new(),
-            );
+            let (id, info, extension) = (call.id.clone(), call.info.clone(), Some(Extension(ext.clone())));
+            self.signal(DELTA2_SOURCE, now, id, call.started, info, extension, change, Facts::new());
         }
         if !call.devices.is_empty() || call.queued {
-            self.signal(DELTA2_SOURCE, now, &call.id, call.started, &call.info, None, CallChange::Ended, Facts::new());
+            let (id, info) = (call.id.clone(), call.info.clone());
+            self.signal(DELTA2_SOURCE, now, id, call.started, info, None, CallChange::Ended, Facts::new());
         }
         self.remember_delta2_done(&key);
         // An SMDR record of this call that waited for this end is now covered.
@@ -1114,9 +1157,9 @@ impl Tracker {
     }
 
     fn remember_delta2_done(&mut self, key: &str) {
-        let (seq, evicted) = self.d2_done.insert(key.to_owned());
+        let seq = self.d2_done.insert(key.to_owned());
         self.checkpoint(format!("{DELTA2}{key}"), Some(format!("done:{seq}").into_bytes()));
-        for old in evicted {
+        while let Some(old) = self.d2_done.evict() {
             self.checkpoint(format!("{DELTA2}{old}"), None);
         }
     }
@@ -1140,9 +1183,9 @@ impl Tracker {
         &mut self,
         source: &'static str,
         at: UnixMillis,
-        id: &PbxCallId,
+        id: PbxCallId,
         started: UnixMillis,
-        info: &CallInfo,
+        info: CallInfo,
         extension: Option<Extension>,
         change: CallChange,
         facts: Facts,
@@ -1152,13 +1195,7 @@ impl Tracker {
             at,
             source,
             facts,
-            body: SignalBody::Call(CallSignal {
-                call: id.clone(),
-                call_started: started,
-                extension,
-                change,
-                info: info.clone(),
-            }),
+            body: SignalBody::Call(CallSignal { call: id, call_started: started, extension, change, info }),
         }));
     }
 
@@ -1168,7 +1205,8 @@ impl Tracker {
 }
 
 fn pending_value(last_arrival: UnixMillis, lines: &[String]) -> Vec<u8> {
-    let mut v = last_arrival.0.to_string();
+    let mut v = String::with_capacity(20 + lines.iter().map(|l| 1 + l.len()).sum::<usize>());
+    push_decimal(&mut v, last_arrival.0);
     for l in lines {
         v.push('\n');
         v.push_str(l);
@@ -1176,13 +1214,13 @@ fn pending_value(last_arrival: UnixMillis, lines: &[String]) -> Vec<u8> {
     v.into_bytes()
 }
 
-fn step_facts(base: &Facts, step: &Step) -> Facts {
+fn step_facts(base: &Facts, step: &Step<'_>) -> Facts {
     let mut facts = base.clone();
     if step.time_reconstructed {
         facts.insert("timeReconstructed".into(), "true".into());
     }
     if let Some(cause) = &step.targeting_cause {
-        facts.insert("smdrTargetingCause".into(), cause.clone());
+        facts.insert("smdrTargetingCause".into(), (*cause).to_owned());
     }
     facts
 }

@@ -5,12 +5,12 @@ use super::*;
 use crate::smdr::{line_text, parse};
 use crate::testdata::{SMDR_DOC_EXAMPLES, truncated_examples_dated};
 
-fn segments(text: &str) -> Vec<Segment> {
+fn segments(text: &str) -> Vec<Segment<'static>> {
     text.lines().map(|l| Segment::from(&parse(&line_text(l.as_bytes())).unwrap())).collect()
 }
 
 /// Renders a timeline: `+<seconds> <extension> <change>[ reason][ (guessed)]`, then the end.
-fn render(t: &Timeline) -> String {
+fn render(t: &Timeline<'_>) -> String {
     let mut out = String::new();
     for s in &t.steps {
         let change = match &s.change {
@@ -26,18 +26,24 @@ fn render(t: &Timeline) -> String {
             CallChange::Ended => "ended".to_owned(),
         };
         let guessed = if s.time_reconstructed { " (guessed)" } else { "" };
-        let cause = s.targeting_cause.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default();
+        let cause = s.targeting_cause.map(|c| format!(" [{c}]")).unwrap_or_default();
         out.push_str(&format!("+{} {} {change}{guessed}{cause}\n", s.at.0 / 1000, s.extension));
     }
     out.push_str(&format!("+{} end\n", t.ended_at.0 / 1000));
     out
 }
 
-fn check(text: &str, complete: bool, want: &str) -> Timeline {
-    let t = reconstruct(&segments(text), UnixMillis(0), complete);
+/// What a test looks at after the golden comparison (the timeline borrows the segments).
+struct Checked {
+    info: CallInfo,
+}
+
+fn check(text: &str, complete: bool, want: &str) -> Checked {
+    let segments = segments(text);
+    let t = reconstruct(&segments, UnixMillis(0), complete);
     let want: String = want.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| format!("{l}\n")).collect();
     assert_eq!(render(&t), want, "\n--- got ---\n{}", render(&t));
-    t
+    Checked { info: t.info }
 }
 
 fn doc_line(n: usize) -> String {

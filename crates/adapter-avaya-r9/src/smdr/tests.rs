@@ -192,3 +192,160 @@ proptest! {
         prop_assert_eq!((r.hold_secs, r.park_secs), (hold, park));
     }
 }
+
+/// The readers as first written (Call Start and durations with `split` and `str::parse`,
+/// `line_text` without its fast path): the reference the faster ones are checked against.
+mod reference {
+    use std::borrow::Cow;
+
+    use super::CallStart;
+
+    /// `line_text` without its ASCII fast path.
+    pub fn line_text(line: &[u8]) -> Cow<'_, str> {
+        let text = if line.contains(&0) {
+            let clean: Vec<u8> = line.iter().copied().filter(|b| *b != 0).collect();
+            Cow::Owned(String::from_utf8_lossy(&clean).into_owned())
+        } else {
+            String::from_utf8_lossy(line)
+        };
+        match text {
+            Cow::Borrowed(s) => Cow::Borrowed(s.trim_ascii_end()),
+            Cow::Owned(s) => Cow::Owned(s.trim_ascii_end().to_owned()),
+        }
+    }
+
+    fn num<T: std::str::FromStr>(s: &str, max_len: usize) -> Option<T> {
+        if s.is_empty() || s.len() > max_len || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    }
+
+    pub fn call_start(s: &str) -> Option<CallStart> {
+        let (date, time) = s.split_once(' ')?;
+        let mut d = date.split(['/', '-']);
+        let year: i16 = num(d.next()?, 4)?;
+        let month: i8 = num(d.next()?, 2)?;
+        let day: i8 = num(d.next()?, 2)?;
+        if d.next().is_some() {
+            return None;
+        }
+        let mut t = time.trim().split(':');
+        let hour: i8 = num(t.next()?, 2)?;
+        let minute: i8 = num(t.next()?, 2)?;
+        let (second, has_seconds) = match t.next() {
+            Some(s) => (num(s, 2)?, true),
+            None => (0, false),
+        };
+        if t.next().is_some()
+            || !(1..=12).contains(&month)
+            || !(1..=31).contains(&day)
+            || !(0..=23).contains(&hour)
+            || !(0..=59).contains(&minute)
+            || !(0..=60).contains(&second)
+            || year < 1970
+        {
+            return None;
+        }
+        Some(CallStart { year, month, day, hour, minute, second: second.min(59), has_seconds })
+    }
+
+    pub fn hms(s: &str) -> Option<u32> {
+        if s.is_empty() {
+            return Some(0);
+        }
+        let mut p = s.split(':');
+        let h: u32 = num(p.next()?, 5)?;
+        let m: u32 = num(p.next()?, 2)?;
+        let sec: u32 = num(p.next()?, 2)?;
+        if p.next().is_some() || m > 59 || sec > 59 {
+            return None;
+        }
+        Some(h * 3600 + m * 60 + sec)
+    }
+}
+
+#[test]
+fn call_starts_and_durations_read_as_the_reference_does_on_edge_cases() {
+    for s in [
+        "2024/05/01 12:00:00",
+        "2024-05-01 12:00",
+        "2024/5/1 1:2:3",
+        "2024/05/01  12:00:00",
+        "2024/05/01 12:00:00\u{a0}",
+        "2024/05/01/ 12:00",
+        "2024//01 12:00",
+        "2024/05 12:00",
+        "20240/05/01 12:00",
+        "2024/05/01 12",
+        "2024/05/01 12:00:",
+        "2024/05/01 12:00:00:00",
+        "2024/05/01 24:00",
+        "2024/05/01 23:59:60",
+        "2024/05/01 23:60",
+        "1969/12/31 23:59",
+        "2024/00/10 10:00",
+        "2024/12/32 10:00",
+        "2024/05/01 +1:00",
+        "\u{2026} 16:33:19",
+        "",
+        " ",
+    ] {
+        assert_eq!(parse_call_start(s), reference::call_start(s), "{s:?}");
+    }
+    for s in ["", "0:00:00", "123:00:00", "99999:59:59", "100000:00:00", "1:60:00", "1:00", "1:00:00:00", ":00:00"] {
+        assert_eq!(parse_hms(s), reference::hms(s), "{s:?}");
+    }
+}
+
+proptest! {
+    /// The byte-by-byte Call Start reader agrees with the reference on any text made of the
+    /// bytes that matter.
+    #[test]
+    fn call_starts_read_as_the_reference_does(s in "[0-9/: \\-x]{0,24}") {
+        prop_assert_eq!(parse_call_start(&s), reference::call_start(&s));
+    }
+
+    /// The same for well-formed Call Starts with any field widths.
+    #[test]
+    fn well_formed_call_starts_read_as_the_reference_does(
+        y in 0u32..20_000, mo in 0u32..120, d in 0u32..120, h in 0u32..120, mi in 0u32..120,
+        sec in proptest::option::of(0u32..120), dash in any::<bool>(),
+    ) {
+        let sep = if dash { '-' } else { '/' };
+        let mut s = format!("{y}{sep}{mo:02}{sep}{d} {h}:{mi:02}");
+        if let Some(sec) = sec {
+            s.push_str(&format!(":{sec:02}"));
+        }
+        prop_assert_eq!(parse_call_start(&s), reference::call_start(&s));
+    }
+
+    /// The duration reader agrees with the reference.
+    #[test]
+    fn durations_read_as_the_reference_does(s in "[0-9:x]{0,12}") {
+        prop_assert_eq!(parse_hms(&s), reference::hms(&s));
+    }
+
+    /// The same on the `HH:MM:SS` shape read at fixed places, in and out of range.
+    #[test]
+    fn fixed_shape_durations_read_as_the_reference_does(s in "[0-9x][0-9][:x][0-9][0-9x][:1][0-9][0-9]") {
+        prop_assert_eq!(parse_hms(&s), reference::hms(&s));
+    }
+
+    /// The same on the `YYYY/MM/DD HH:MM:SS` shape read at fixed places (any digits, either
+    /// date separator, a stray byte here and there).
+    #[test]
+    fn fixed_shape_call_starts_read_as_the_reference_does(
+        s in "[0-9]{3}[0-9x][/\\-][0-9]{2}[/\\-x][0-9]{2}[ x][0-9]{2}:[0-9]{2}[:x][0-9]{2}",
+    ) {
+        prop_assert_eq!(parse_call_start(&s), reference::call_start(&s));
+    }
+
+    /// The fast path of `line_text` (ASCII without NUL) reads every line as the general one.
+    #[test]
+    fn line_text_agrees_with_the_general_reading(
+        line in proptest::collection::vec(prop_oneof![Just(0u8), Just(b' '), Just(b'a'), Just(0x7f), Just(0x80), Just(0xc3), Just(0xa9), any::<u8>()], 0..40),
+    ) {
+        prop_assert_eq!(line_text(&line), reference::line_text(&line));
+    }
+}

@@ -605,3 +605,37 @@ fn a_delta2_call_lost_in_a_gap_that_nothing_completes_is_closed() {
          10:10:02 delta2 901 - ended {delta2Lost=true}",
     );
 }
+
+mod digits {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn decimal_digits_edge_cases_read_as_to_string() {
+        for n in [0, 1, 9, 10, 11, 99, 100, 101, 999, 1_000, 1_000_000, 1_000_014_155, u64::MAX - 1, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
+        }
+    }
+
+    proptest! {
+        /// Digits, keys and values written by hand read as `to_string` and `format!` write them.
+        #[test]
+        fn hand_written_numbers_and_keys_read_as_fmt_writes_them(
+            n in any::<u64>(),
+            small in 0u64..100_000,
+            call_id in any::<u64>(),
+            (year, month, day) in (1970i16..=9999, 1i8..=12, 1i8..=31),
+            (hour, minute, second, has_seconds) in (0i8..=23, 0i8..=59, 0i8..=59, any::<bool>()),
+        ) {
+            prop_assert_eq!(decimal(n), n.to_string());
+            prop_assert_eq!(decimal(small), small.to_string());
+            // A start without seconds has 0 there (as the parser makes it).
+            let second = if has_seconds { second } else { 0 };
+            let start = CallStart { year, month, day, hour, minute, second, has_seconds };
+            let key = SmdrKey { call_id, start };
+            prop_assert_eq!(key.with_prefix(SMDR_DONE), format!("{SMDR_DONE}{call_id}@{start}"));
+            prop_assert_eq!(SmdrKey::parse(&key.to_string()), Some(key));
+        }
+    }
+}
