@@ -46,6 +46,7 @@ pub mod events;
 mod kind;
 pub mod packet;
 pub mod session;
+mod small_map;
 #[doc(hidden)]
 pub mod testdata;
 pub mod tracker;

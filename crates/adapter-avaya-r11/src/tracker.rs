@@ -44,7 +44,7 @@
 //!   the PBX re-sends in it are live, the others ended while we could not see them, and
 //!   [`AdapterEvent::Resync`] says so when the window closes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use listener_core::{
     AdapterEvent, CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal,
@@ -53,6 +53,7 @@ use listener_core::{
 
 use crate::delta3::{self, Delta3Record, Detail, Lost, Party, Target, called_type, cause, equipment, party_state};
 use crate::packet::{CmExtn, SipTrack};
+use crate::small_map::{SmallMap, SmallSet};
 
 /// The `source` of every signal.
 pub const SOURCE: &str = "devlink3";
@@ -156,9 +157,9 @@ struct Call {
     /// progress before we saw it (a snapshot's), not one that started in front of us.
     connected_at_first_sight: Option<bool>,
     park_slot: Option<String>,
-    parties: BTreeMap<String, PartyState>,
-    targets: BTreeMap<String, TargetState>,
-    rejected: BTreeSet<String>,
+    parties: SmallMap<String, PartyState>,
+    targets: SmallMap<String, TargetState>,
+    rejected: SmallSet<String>,
 }
 
 impl Call {
@@ -214,7 +215,9 @@ impl Emitter {
 pub struct Tracker {
     settings: TrackerSettings,
     emitter: Emitter,
-    calls: HashMap<CallKey, Call>,
+    /// Boxed: the table keeps empty slots (a third or more after each growth), each as large as
+    /// its value.
+    calls: HashMap<CallKey, Box<Call>>,
     /// End id → the call it is in (parties and targets).
     ends: HashMap<String, CallKey>,
     /// SIPTrack: end id → (SIP Call-ID, when learnt).
@@ -704,21 +707,23 @@ impl Tracker {
             }
         }
 
-        let call = self.calls.entry(key.clone()).or_insert_with(|| Call {
-            id: PbxCallId(format!("{}.{}", key.node, key.call_id)),
-            started: now,
-            info: CallInfo::default(),
-            hunt_group: None,
-            tag: None,
-            queued: false,
-            answered: false,
-            announced: false,
-            epoch,
-            connected_at_first_sight: None,
-            park_slot: None,
-            parties: BTreeMap::new(),
-            targets: BTreeMap::new(),
-            rejected: BTreeSet::new(),
+        let call = self.calls.entry(key.clone()).or_insert_with(|| {
+            Box::new(Call {
+                id: PbxCallId(format!("{}.{}", key.node, key.call_id)),
+                started: now,
+                info: CallInfo::default(),
+                hunt_group: None,
+                tag: None,
+                queued: false,
+                answered: false,
+                announced: false,
+                epoch,
+                connected_at_first_sight: None,
+                park_slot: None,
+                parties: SmallMap::new(),
+                targets: SmallMap::new(),
+                rejected: SmallSet::new(),
+            })
         });
         call.epoch = epoch;
         merge_info(&mut call.info, derive_info(d));

@@ -103,7 +103,9 @@ pub struct CorrelationStats {
 pub struct Correlator {
     settings: CorrelationSettings,
     registry: BLegRegistry,
-    calls: HashMap<CallKey, CallEntry>,
+    /// Boxed: the table keeps empty slots (a third or more after each growth), each as large as
+    /// its value.
+    calls: HashMap<CallKey, Box<CallEntry>>,
     /// Calls that are not bound (waiting or unmatched), by the number their leg's `to` would
     /// have: the competitors of a number match.
     unbound_by_number: HashMap<String, Vec<CallKey>>,
@@ -342,7 +344,7 @@ impl Correlator {
         let (settle_at, deadline) = (waiting.settle_at, waiting.deadline);
         self.calls.insert(
             key.clone(),
-            CallEntry {
+            Box::new(CallEntry {
                 state: CallState::Waiting(Box::new(waiting)),
                 call_started,
                 info,
@@ -351,7 +353,7 @@ impl Correlator {
                 number: None,
                 sip_call_id: None,
                 after_the_fact,
-            },
+            }),
         );
         self.pending += 1;
         self.timers.insert((forget_at, Timer::Forget(key.clone())));
@@ -496,7 +498,9 @@ impl Correlator {
 
     /// Tries to bind a waiting call; at its deadline (`last`) decides it either way.
     fn attempt(&mut self, now: UnixMillis, key: &CallKey, last: bool) {
-        let Some(entry @ CallEntry { state: CallState::Waiting(w), .. }) = self.calls.get(key) else { return };
+        let Some(entry @ CallEntry { state: CallState::Waiting(w), .. }) = self.calls.get(key).map(|e| &**e) else {
+            return;
+        };
         let settled = now >= w.settle_at || last;
         match self.find_leg(key, entry, settled) {
             Outcome::Bound(binding, legs) => {
@@ -507,7 +511,8 @@ impl Correlator {
                 self.decide(now, key, CallState::Bound(binding));
             }
             Outcome::NotYet { ambiguous } => {
-                if let Some(CallEntry { state: CallState::Waiting(w), .. }) = self.calls.get_mut(key) {
+                if let Some(CallEntry { state: CallState::Waiting(w), .. }) = self.calls.get_mut(key).map(|e| &mut **e)
+                {
                     w.ambiguous |= ambiguous;
                     if last {
                         let reason = if w.ambiguous { DropReason::Ambiguous } else { DropReason::Unmatched };
@@ -852,7 +857,7 @@ impl Correlator {
         let (from, to) = (leg.from.clone(), leg.to.clone());
         let tags = leg.tags.clone();
         for key in keys {
-            if let Some(CallEntry { state: CallState::Bound(b), .. }) = self.calls.get_mut(&key) {
+            if let Some(CallEntry { state: CallState::Bound(b), .. }) = self.calls.get_mut(&key).map(|e| &mut **e) {
                 b.call_sid = Some(sid);
                 b.from = from.clone().or(b.from.take());
                 b.to = to.clone().or(b.to.take());

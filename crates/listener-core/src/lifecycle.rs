@@ -96,7 +96,9 @@ pub struct RestoreError {
 #[derive(Debug)]
 pub struct CallLifecycle {
     ctx: EventContext,
-    calls: HashMap<CallKey, CallState>,
+    /// Boxed: the table keeps empty slots (a third or more after each growth), each as large as
+    /// its value (issue 13: 7.5 MB of 10,000 live calls' heap was empty slots).
+    calls: HashMap<CallKey, Box<CallState>>,
     extensions: HashMap<(Arc<str>, Extension), ExtensionState>,
     out: VecDeque<OutgoingEvent>,
     dirty: BTreeSet<CallKey>,
@@ -229,7 +231,7 @@ impl CallLifecycle {
             }
             match serde_json::from_slice::<CallState>(&value) {
                 Ok(state) => {
-                    self.calls.insert((Arc::from(state.pbx.as_str()), state.call.clone()), state);
+                    self.calls.insert((Arc::from(state.pbx.as_str()), state.call.clone()), Box::new(state));
                 }
                 Err(source) => errors.push(RestoreError { key, source }),
             }
@@ -266,7 +268,7 @@ impl CallLifecycle {
                 legs: BTreeMap::new(),
                 occurrences: BTreeMap::new(),
             };
-            self.calls.insert(key.clone(), state);
+            self.calls.insert(key.clone(), Box::new(state));
         }
         self.dirty.insert(key.clone());
         let Some(state) = self.calls.get_mut(&key) else { return };
