@@ -66,7 +66,7 @@ fn an_unknown_scenario_is_refused_by_name() {
         ("avaya-r9", "queue", "unknown avaya-r9 scenario \"queue\""),
         ("3cx", "hunt-group", "unknown 3cx scenario \"hunt-group\""),
     ] {
-        let err = rt.block_on(load::run(&args(pbx, scenario))).err().expect("refused");
+        let err = rt.block_on(load::run(&args(pbx, scenario))).expect_err("refused");
         assert!(format!("{err:#}").contains(wanted), "{err:#}");
     }
 }
