@@ -6,19 +6,36 @@
 //! calls are live at once, and stamps each phase when it leaves; the ledger attributes every
 //! event the platform receives to the phase that caused it and measures the latency from there.
 //!
-//! DevLink3 ([`AvayaR11Driver`]) is the only driver yet. An SMDR or 3CX driver implements the
-//! same trait on its own simulator: its `[[pbx]]` keys, how to play a phase, how to drop its
-//! link, and which phase an event belongs to when the event's `timestamp` is not the time the
-//! daemon received the signal (SMDR reports after the fact).
+//! One driver per PBX type (`pbx-sim load --pbx`), each on its own simulator, with its own
+//! `--scenario` names:
+//!
+//! - `avaya-r11` ([`AvayaR11Driver`]): DevLink3; a phase is a scenario's steps between pauses;
+//! - `avaya-r9` ([`AvayaR9Driver`]): SMDR, and with a `+delta2` scenario a DevLink relay's
+//!   Delta2 as well; a phase is a moment of the call's script. SMDR reports a call after the
+//!   fact (its record when the call ends), so its events are attributed to the phase that
+//!   carried the record, not by their `timestamp`s ([`super::ledger`]);
+//! - `3cx` ([`ThreeCxDriver`]): the Call Control API's WebSocket notifications, each answered
+//!   by the daemon's participant GET; a phase is a scenario's steps between pauses.
+//!
+//! Each says its `[[pbx]]` keys (as `pbx-listener demo` points the adapter at the same
+//! simulator), when the daemon is linked, how to play a phase, which `meta.pbxCallId`s a call's
+//! events carry (else the ledger cannot attribute them), and how to drop its link.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 use crate::avaya_r11::{AvayaSim, NODE, Numbering, Scenario, SimConfig, Step, script};
+
+mod avaya_r9;
+mod threecx;
+
+pub use self::avaya_r9::{AvayaR9Driver, DELTA2_SUFFIX, R9Call};
+pub use self::threecx::{SCENARIOS as THREECX_SCENARIOS, ThreeCxCall, ThreeCxDriver};
 
 /// One PBX type's simulator, driven by the load scheduler.
 pub trait PbxDriver: Send + Sync + 'static {
@@ -51,6 +68,13 @@ pub trait PbxDriver: Send + Sync + 'static {
     /// Drops the link to the daemon as a failing network would (the daemon reconnects). False
     /// when this PBX type cannot.
     fn drop_link(&self) -> bool;
+
+    /// The longest the daemon may still hold a call's events after its last phase (an
+    /// adapter's timers, e.g. 3CX's removal grace): the drain waits this long before it
+    /// checks that the outbox is empty, else it would stop the daemon with events still to come.
+    fn settle(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// The DevLink3 simulator of an IP Office R11, playing one scenario per call.
@@ -65,11 +89,17 @@ pub struct AvayaR11Driver {
 const USER: &str = "load";
 
 impl AvayaR11Driver {
+    /// The `--scenario` when none is given.
+    pub const DEFAULT_SCENARIO: &'static str = "hunt-group";
+
     /// Starts the simulator on loopback; every call plays `scenario` (a [`Scenario::NAMES`]
     /// name).
     pub async fn start(scenario: &str) -> anyhow::Result<AvayaR11Driver> {
         if Scenario::named(scenario, 1).is_none() {
-            anyhow::bail!("unknown scenario {scenario:?}; expected one of {}", Scenario::NAMES.join(", "));
+            anyhow::bail!(
+                "unknown avaya-r11 scenario {scenario:?}; expected one of {}",
+                Scenario::NAMES.iter().filter(|n| **n != "link-drop").copied().collect::<Vec<_>>().join(", ")
+            );
         }
         if scenario == "link-drop" {
             anyhow::bail!("the link-drop scenario drops the link itself; use --flap-every-secs for link drops");

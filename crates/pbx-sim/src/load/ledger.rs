@@ -2,6 +2,15 @@
 //! a hash per event id (byte-identical copies), the last status per device (every `connected`
 //! and every `ringing` ends in `disconnected`), the last timestamp per call (order), and one
 //! latency sample per event, from the moment the PBX phase that caused it left the simulator.
+//!
+//! Which phase caused an event: for a live feed (DevLink3, Delta2, 3CX's Call Control API) the
+//! event's `timestamp` is when the daemon received the signal, so the cause is the call's last
+//! phase sent at or before it. A feed that reports after the fact ([`AFTER_THE_FACT`]: SMDR,
+//! 3CX's CDR) stamps events with when things *happened* (rebuilt from the record's start and
+//! durations), not when the record arrived; such an event is attributed to the call's last phase
+//! sent before the event *arrived* — the phase that carried the record — and its latency is
+//! record → POST, not "when it happened" → POST (which would only measure how long the call
+//! lasted). They are counted apart ([`Ledger::after_the_fact`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,7 +47,17 @@ impl SentPhases {
     fn cause(&self, id: &str, timestamp: u64) -> Option<Sent> {
         self.calls.get(id)?.iter().rev().find(|s| s.wall_ms <= timestamp).copied()
     }
+
+    /// The phase that carried the record an after-the-fact event of call `id` was rebuilt from:
+    /// the last one sent before the event arrived at `arrived`.
+    fn carrier(&self, id: &str, arrived: Instant) -> Option<Sent> {
+        self.calls.get(id)?.iter().rev().find(|s| s.at <= arrived).copied()
+    }
 }
+
+/// `meta.source` values of feeds that report a call after the fact, with the times things
+/// happened as `timestamp`s (see the module documentation).
+pub const AFTER_THE_FACT: [&str; 2] = ["smdr", "cdr"];
 
 /// The receiver's record of a run.
 #[derive(Debug, Default)]
@@ -59,6 +78,9 @@ pub struct Ledger {
     latencies: Vec<(Instant, u32)>,
     /// Events that could not be attributed to a phase (reconciled or synthesized events).
     pub unattributed: u64,
+    /// Events of an after-the-fact feed ([`AFTER_THE_FACT`]) attributed to the phase that
+    /// carried their record (their latency is record → POST).
+    pub after_the_fact: u64,
     /// Everything found wrong, for the conservation verdict (capped).
     pub problems: Vec<String>,
     problem_count: u64,
@@ -108,10 +130,15 @@ impl Ledger {
         let device = (child, event.extension.clone().unwrap_or_default());
         self.devices.insert(device, event.status);
         let reconciled = event.meta.get("reconciled").is_some_and(|v| v == "true");
+        let late = event.meta.get("source").is_some_and(|s| AFTER_THE_FACT.contains(&s.as_str()));
         let cause = match event.meta.get("pbxCallId") {
+            Some(id) if !reconciled && late => lock(phases).carrier(id, arrival.at),
             Some(id) if !reconciled => lock(phases).cause(id, event.timestamp),
             _ => None,
         };
+        if late && cause.is_some() {
+            self.after_the_fact += 1;
+        }
         match cause {
             Some(sent) => {
                 let micros = arrival.at.saturating_duration_since(sent.at).as_micros();
@@ -239,5 +266,27 @@ mod tests {
         ledger.record(&arrival("a", &event("held", "201", 1_001), t0 + ms(2_700)), &phases);
         ledger.record(&arrival("d", &event("held", "201", 2_000), t0 + ms(2_800)), &phases);
         assert_eq!(ledger.problem_count(), 2, "{:?}", ledger.problems);
+    }
+
+    #[test]
+    fn an_after_the_fact_event_is_attributed_to_the_phase_that_carried_its_record() {
+        let t0 = Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let phases = Mutex::new(SentPhases::default());
+        // Ring and answer send nothing over SMDR; the hang-up carries the record.
+        lock(&phases).sent(&["c0a82a03.1".into()], t0, 1_000);
+        lock(&phases).sent(&["c0a82a03.1".into()], t0 + ms(1_000), 2_000);
+        lock(&phases).sent(&["c0a82a03.1".into()], t0 + ms(2_000), 3_000);
+        let smdr = |status: &str, ext: &str, ts: u64| {
+            event(status, ext, ts).replace(r#""pbxCallId":"c0a82a03.1""#, r#""pbxCallId":"c0a82a03.1","source":"smdr""#)
+        };
+        let mut ledger = Ledger::default();
+        // Stamped when the phone rang (before the answer phase), reported after the hang-up.
+        ledger.record(&arrival("a", &smdr("ringing", "201", 1_000), t0 + ms(2_005)), &phases);
+        ledger.record(&arrival("b", &smdr("connected", "201", 1_500), t0 + ms(2_006)), &phases);
+        ledger.record(&arrival("c", &smdr("disconnected", "201", 25_000), t0 + ms(2_007)), &phases);
+        assert_eq!((ledger.after_the_fact, ledger.unattributed, ledger.problem_count()), (3, 0, 0));
+        let latency = ledger.latency(t0, t0 + ms(3_000)).expect("samples");
+        assert_eq!((latency.samples, latency.p50_us, latency.max_us), (3, 6_000, 7_000), "from the hang-up phase");
     }
 }

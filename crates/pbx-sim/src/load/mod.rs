@@ -1,7 +1,9 @@
 //! `pbx-sim load`: the whole daemon under load, measured against the machine's limits.
 //!
-//! It runs the real `pbx-listener` binary against a PBX simulator ([`driver`]) and the platform
-//! receiver ([`crate::platform`]), all on loopback, in stages:
+//! It runs the real `pbx-listener` binary against a PBX simulator ([`driver`]: `--pbx
+//! avaya-r11` DevLink3, `avaya-r9` SMDR and optionally Delta2, `3cx` the Call Control API, each
+//! over the daemon's real sockets) and the platform receiver ([`crate::platform`]), all on
+//! loopback, in stages:
 //!
 //! 1. optionally the machine's limits ([`limits`]): fsyncs/s of the data disk and signed HTTP
 //!    requests/s (`wrk`) to the same receiver;
@@ -19,8 +21,11 @@
 //!
 //! Latency is measured from the moment a PBX phase (a ringing, an answer, a hang-up) leaves the
 //! simulator to the moment each event it caused arrives at the receiver: both are in this
-//! process, on one monotonic clock. Events are attributed to phases by their `timestamp` (the
-//! daemon's receipt time); reconciled events have no phase and are counted apart.
+//! process, on one monotonic clock. Events of live feeds are attributed to phases by their
+//! `timestamp` (the daemon's receipt time). SMDR's (and 3CX CDR's) events are stamped with when
+//! things happened, known only when the record arrives after the call: they are attributed to
+//! the phase that carried the record, and their latency is record → POST ([`ledger`]).
+//! Reconciled events have no phase and are counted apart.
 //!
 //! Everything is bounded: the run's stages by their durations, waits by limits that fail the
 //! run with what was seen.
@@ -41,7 +46,7 @@ use tokio::sync::watch;
 use webhook_signature::SigningSecret;
 
 use self::daemon::{Daemon, ProcSample};
-pub use self::driver::{AvayaR11Driver, PbxDriver};
+pub use self::driver::{AvayaR9Driver, AvayaR11Driver, PbxDriver, ThreeCxDriver};
 use self::ledger::{Latency, Ledger, SentPhases};
 use crate::platform::{Platform, PlatformConfig, Script};
 
@@ -51,13 +56,17 @@ pub struct Args {
     /// The `pbx-listener` binary (default: next to this `pbx-sim`).
     #[arg(long)]
     pub daemon: Option<PathBuf>,
-    /// The PBX type to simulate (`avaya-r11`; SMDR and 3CX drivers plug in as they land).
+    /// The PBX type to simulate: `avaya-r11` (DevLink3), `avaya-r9` (SMDR, optionally with
+    /// Delta2) or `3cx` (the Call Control API).
     #[arg(long, default_value = "avaya-r11")]
     pub pbx: String,
-    /// The scenario every call plays (DevLink3: hunt-group, hold, park, blind-transfer,
-    /// attended-transfer, abandon).
-    #[arg(long, default_value = "hunt-group")]
-    pub scenario: String,
+    /// The scenario every call plays. avaya-r11: hunt-group (default), hold, park,
+    /// blind-transfer, attended-transfer, abandon. avaya-r9: hunt-group (default), answered,
+    /// missed, transfer, park, voicemail over SMDR, each also with `+delta2` (e.g.
+    /// `hunt-group+delta2`: a DevLink relay's Delta2 live, SMDR completing). 3cx: queue
+    /// (default), transfer, abandon, outbound, get-remove-race.
+    #[arg(long)]
+    pub scenario: Option<String>,
     /// New calls per second in the measured stage.
     #[arg(long, default_value_t = 100.0)]
     pub calls_per_sec: f64,
@@ -195,6 +204,9 @@ pub struct Report {
     pub latency: Option<Latency>,
     /// Events not attributed to a phase (reconciled after a link drop or restart).
     pub unattributed: u64,
+    /// Events of a feed that reports after the fact (SMDR, 3CX's CDR), attributed to the phase
+    /// that carried their record: their latency is record → POST (see [`ledger`]).
+    pub after_the_fact: u64,
     /// Daemon RSS at the end of the window, KiB.
     pub rss_end_kib: u64,
     /// Largest and smallest RSS in the window, KiB.
@@ -385,9 +397,20 @@ fn secret() -> SigningSecret {
 /// Runs a load as `args` say (see the module documentation).
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     match args.pbx.as_str() {
-        "avaya-r11" => run_with(args, AvayaR11Driver::start(&args.scenario).await?).await,
-        other => bail!("no load driver for PBX type {other:?} yet (avaya-r11)"),
+        "avaya-r11" => run_with(args, AvayaR11Driver::start(scenario(args)).await?).await,
+        "avaya-r9" => run_with(args, AvayaR9Driver::start(scenario(args)).await?).await,
+        "3cx" => run_with(args, ThreeCxDriver::start(scenario(args)).await?).await,
+        other => bail!("no load driver for PBX type {other:?}; expected avaya-r11, avaya-r9 or 3cx"),
     }
+}
+
+/// The scenario of a run: `--scenario`, or the PBX type's default.
+fn scenario(args: &Args) -> &str {
+    args.scenario.as_deref().unwrap_or(match args.pbx.as_str() {
+        "avaya-r9" => AvayaR9Driver::DEFAULT_SCENARIO,
+        "3cx" => ThreeCxDriver::DEFAULT_SCENARIO,
+        _ => AvayaR11Driver::DEFAULT_SCENARIO,
+    })
 }
 
 fn default_daemon() -> anyhow::Result<PathBuf> {
@@ -474,7 +497,7 @@ fn parameters(args: &Args) -> String {
     let mut p = format!(
         "--pbx {} --scenario {} --calls-per-sec {} {} --duration-secs {} --warmup-secs {}",
         args.pbx,
-        args.scenario,
+        scenario(args),
         args.calls_per_sec,
         args.live_calls.map_or(format!("--call-secs {}", args.call_secs), |l| format!("--live-calls {l}")),
         args.duration_secs,
@@ -779,6 +802,8 @@ async fn run_with<D: PbxDriver>(args: &Args, driver: D) -> anyhow::Result<Report
         .await
         .context("the calls in progress never ended")?
         .context("the scheduler failed")?;
+    // The adapter's timers may still hold the last calls' events.
+    tokio::time::sleep(driver.settle()).await;
     let drain_deadline = Instant::now() + Duration::from_secs(args.drain_limit_secs);
     loop {
         let m = daemon.metrics().await.unwrap_or_default();
@@ -867,6 +892,7 @@ async fn run_with<D: PbxDriver>(args: &Args, driver: D) -> anyhow::Result<Report
         backlog_end: last.pending as u64,
         latency: ledger.latency(window_from, window_end_at),
         unattributed: ledger.unattributed,
+        after_the_fact: ledger.after_the_fact,
         rss_end_kib: last.rss_kib,
         rss_max_kib: window_samples.iter().map(|s| s.rss_kib).max().unwrap_or(0),
         rss_min_kib: window_samples.iter().map(|s| s.rss_kib).min().unwrap_or(0),
@@ -929,6 +955,14 @@ impl Report {
             None => {
                 let _ = writeln!(s, "latency            no event measured in the window");
             }
+        }
+        if self.after_the_fact > 0 {
+            let _ = writeln!(
+                s,
+                "                   {} events came from records written after the call (SMDR, CDR): their latency is from \
+                 the phase that carried the record (the hang-up), their timestamps when things happened",
+                self.after_the_fact
+            );
         }
         let _ = writeln!(
             s,
