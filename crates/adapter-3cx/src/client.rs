@@ -266,7 +266,7 @@ impl ThreeCxAdapter {
             let mut came_up = false;
             let outcome = tokio::select! {
                 r = self.session(&mut ctx, sink, &mut came_up) => r,
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => return self.stop(&mut ctx, sink).await,
             };
             // Fetches already under way tell what the PBX said before the link went: apply
             // them (bounded by the request timeout), then go offline.
@@ -279,7 +279,7 @@ impl ThreeCxAdapter {
             });
             tokio::select! {
                 _ = drained => {}
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => return self.stop(&mut ctx, sink).await,
             }
             self.token_events(&mut ctx);
             ctx.tracker.handle_link_down(now());
@@ -328,7 +328,7 @@ impl ThreeCxAdapter {
             let deadline = Instant::now() + delay;
             tokio::select! {
                 r = self.idle(&mut ctx, sink, deadline) => r?,
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => return self.stop(&mut ctx, sink).await,
             }
         }
     }
@@ -360,6 +360,20 @@ impl ThreeCxAdapter {
     }
 
     /// Sends what the tracker has, starts the fetches it asks for.
+    /// The daemon stops: removals still in their grace are decided and handed over.
+    async fn stop(&mut self, ctx: &mut Ctx, sink: &dyn SignalSink) -> Result<(), AdapterError> {
+        ctx.fetches.abort_all();
+        ctx.tracker.handle_shutdown(now());
+        // Fetches are not started any more: the tracker's fetch requests are dropped.
+        loop {
+            match ctx.tracker.poll_output() {
+                Output::Event(event) => sink.send(event).await?,
+                Output::Fetch { .. } | Output::Resnapshot => {}
+                Output::Timeout(_) => return Ok(()),
+            }
+        }
+    }
+
     async fn drain(&mut self, ctx: &mut Ctx, sink: &dyn SignalSink) -> Result<(), SinkClosed> {
         loop {
             match ctx.tracker.poll_output() {

@@ -464,6 +464,19 @@ impl Tracker {
         }
     }
 
+    /// The daemon is stopping: legs whose Remove came and whose grace is still running are
+    /// decided now, with what is known, so their `disconnected` (or transfer, park) goes out
+    /// before the stop instead of waiting for the next start's snapshot to reconcile them.
+    pub fn handle_shutdown(&mut self, now: UnixMillis) {
+        self.handle_link_down(now);
+        let pending: Vec<LegKey> =
+            self.legs.iter().filter(|(_, leg)| leg.removing.is_some()).map(|(key, _)| key.clone()).collect();
+        for key in pending {
+            self.timers.remove(&Timer::Removal(key.clone()));
+            self.decide_removal(now, &key);
+        }
+    }
+
     /// One notification.
     pub fn handle_ws_event(&mut self, now: UnixMillis, event: WsEvent) {
         match self.phase {

@@ -302,6 +302,37 @@ disconnected 102 reason=normal queue=800 source=callcontrol"
     }
 }
 
+/// A stop during a removal's grace decides it at once: the `disconnected` goes out before the
+/// daemon exits, instead of waiting for the next start's snapshot to reconcile the leg.
+#[test]
+fn a_stop_during_the_removal_grace_decides_the_removal() {
+    let mut h = Harness::new();
+    h.upsert(queued(body(1, "101", "Ringing", 7, Party::Trunk), "800"));
+    h.upsert(queued(body(1, "101", "Connected", 7, Party::Trunk), "800"));
+    h.remove("101", 1);
+    h.advance(100);
+    h.check(
+        "
+7 - queued:800
+7 101 ringing
+7 101 connected",
+    );
+    h.tracker.handle_shutdown(h.now);
+    h.drain();
+    h.check(
+        "
+7 101 disconnected:normal
+7 - ended",
+    );
+    assert_eq!(
+        level3(&h.events),
+        "ringing 101 queue=800 source=callcontrol
+connected 101 queue=800 source=callcontrol
+disconnected 101 reason=normal queue=800 source=callcontrol"
+    );
+    assert_eq!((h.tracker.legs(), h.tracker.calls()), (0, 0));
+}
+
 #[test]
 fn the_caller_hangs_up_while_two_phones_ring() {
     let mut h = Harness::new();
