@@ -2,10 +2,9 @@
 //! over to the subcommand. Errors are printed with their whole chain (`{:#}`); a configuration
 //! error exits 78 (EX_CONFIG), as systemd and `check-config` users expect.
 
-/// mimalloc instead of the system allocator: with glibc's, the daemon's RSS stayed at twice its
-/// heap in use (per-thread arenas keep what the pipeline, the writer and the forwarder freed);
-/// mimalloc returns freed pages to the system (docs/decisions/0018, docs/PERFORMANCE.md).
-/// Without the `mimalloc` feature (heap profiles with heaptrack) it is the system's.
+/// With the `mimalloc` feature, mimalloc instead of the system allocator. Off by default: on
+/// the daemon's loads glibc's malloc kept the smaller RSS (docs/decisions/0018,
+/// docs/PERFORMANCE.md "Memory").
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
