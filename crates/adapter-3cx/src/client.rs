@@ -359,7 +359,6 @@ impl ThreeCxAdapter {
         }
     }
 
-    /// Sends what the tracker has, starts the fetches it asks for.
     /// The daemon stops: removals still in their grace are decided and handed over.
     async fn stop(&mut self, ctx: &mut Ctx, sink: &dyn SignalSink) -> Result<(), AdapterError> {
         ctx.fetches.abort_all();
@@ -374,6 +373,7 @@ impl ThreeCxAdapter {
         }
     }
 
+    /// Sends what the tracker has, starts the fetches it asks for.
     async fn drain(&mut self, ctx: &mut Ctx, sink: &dyn SignalSink) -> Result<(), SinkClosed> {
         loop {
             match ctx.tracker.poll_output() {

@@ -349,7 +349,10 @@ impl Forwarder {
                 }
                 () = self.ctx.outbox.appended() => stale = true,
                 // Wakes the loop: the new settings are taken at its top.
-                Ok(()) = updates.changed() => updated = true,
+                Ok(()) = updates.changed() => {
+                    updated = true;
+                    stale = true;
+                }
                 () = sleep => stale = true,
             }
         }
