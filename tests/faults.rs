@@ -12,7 +12,7 @@
 
 mod support;
 
-use pbx_sim::load::{self, Args, Report};
+use pbx_sim::load::{Args, Report};
 
 /// A small steady load: 20 calls/s, each ringing, answered and hung up over 2 s.
 fn args() -> Args {
@@ -26,11 +26,7 @@ fn args() -> Args {
 }
 
 fn run(args: &Args) -> Report {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let report = rt.block_on(load::run(args)).unwrap_or_else(|e| panic!("the load run failed: {e:#}"));
-    eprintln!("{}", report.text());
-    assert!(report.conservation.ok(), "conservation failed:\n{}", report.text());
-    report
+    support::run_load(args)
 }
 
 #[test]

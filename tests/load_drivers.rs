@@ -28,10 +28,7 @@ fn args(pbx: &str, scenario: &str) -> Args {
 }
 
 fn run(args: &Args) -> Report {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let report = rt.block_on(load::run(args)).unwrap_or_else(|e| panic!("the load run failed: {e:#}"));
-    eprintln!("{}", report.text());
-    assert!(report.conservation.ok(), "conservation failed:\n{}", report.text());
+    let report = support::run_load(args);
     assert!(report.conservation.delivered_distinct > 0, "nothing delivered:\n{}", report.text());
     let latency = report.latency.unwrap_or_else(|| panic!("no event attributed in the window:\n{}", report.text()));
     assert!(latency.samples > 0);

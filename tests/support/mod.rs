@@ -259,3 +259,13 @@ pub fn start_sims(script: &str) -> Sims {
     let platform = rt.block_on(Platform::start(SocketAddr::from(LOOPBACK), config)).expect("platform");
     Sims { rt, pbx: std::sync::Arc::new(pbx.expect("DevLink3 simulator")), platform }
 }
+
+/// Runs a bounded `pbx-sim load` against the binary under test on a 2-thread runtime, prints
+/// its report, and fails unless the conservation check passed.
+pub fn run_load(args: &pbx_sim::load::Args) -> pbx_sim::load::Report {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let report = rt.block_on(pbx_sim::load::run(args)).unwrap_or_else(|e| panic!("the load run failed: {e:#}"));
+    eprintln!("{}", report.text());
+    assert!(report.conservation.ok(), "conservation failed:\n{}", report.text());
+    report
+}
