@@ -24,6 +24,7 @@ use generic_event::{EventId, EventKind, GenericEvent, MediaType, Status, child_s
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::adapter::AdapterEvent;
 use crate::binding::{CorrelatedSignal, LegBinding};
 use crate::signal::{
     CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal, ExtensionState, Facts,
@@ -199,6 +200,22 @@ impl CallLifecycle {
         for key in gone {
             self.end_call(&key, at, Provenance::Reconciled, &Facts::new());
         }
+    }
+
+    /// What an adapter's events become with no correlation, through a fresh lifecycle: every
+    /// signal unbound, every resync applied, links and checkpoints skipped. The Level 3 events
+    /// in order — for adapter tests that look at one PBX type alone.
+    pub fn level3_unbound(ctx: EventContext, events: &[AdapterEvent]) -> Vec<GenericEvent> {
+        let mut lifecycle = CallLifecycle::new(ctx);
+        for event in events {
+            match event {
+                AdapterEvent::Signal(signal) => lifecycle
+                    .handle_signal(CorrelatedSignal { signal: signal.clone(), binding: LegBinding::unmatched() }),
+                AdapterEvent::Resync { pbx, live_calls, at } => lifecycle.handle_resync(pbx, live_calls, *at),
+                AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => {}
+            }
+        }
+        std::iter::from_fn(|| lifecycle.poll_event()).map(|out| out.event).collect()
     }
 
     /// The next event to send, in the order they were produced.

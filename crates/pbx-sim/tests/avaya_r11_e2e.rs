@@ -14,10 +14,7 @@ use adapter_avaya_r11::packet::{CmExtn, EventHeader, EventTuple};
 use adapter_avaya_r11::{Config, DevLink3Adapter};
 use bytes::Bytes;
 use generic_event::GenericEvent;
-use listener_core::{
-    AdapterEvent, CallChange, CallLifecycle, CorrelatedSignal, EventContext, LegBinding, LinkState, PbxId, PbxType,
-    SignalBody,
-};
+use listener_core::{AdapterEvent, CallChange, CallLifecycle, EventContext, LinkState, PbxId, PbxType, SignalBody};
 use pbx_sim::adapter_run::{AdapterRun, LIMIT};
 use pbx_sim::avaya_r11::{AuthMode, AvayaSim, CallSpec, Scenario, SimConfig, TlsFiles};
 use pbx_sim::conformance::{self, SequenceKey};
@@ -153,17 +150,7 @@ impl Rig {
     fn level3(&self) -> Vec<GenericEvent> {
         let ctx =
             EventContext { account_id: uuid::Uuid::nil(), account_name: "e2e".into(), static_meta: Default::default() };
-        let mut lc = CallLifecycle::new(ctx);
-        for e in &self.run.events {
-            match e {
-                AdapterEvent::Signal(s) => {
-                    lc.handle_signal(CorrelatedSignal { signal: s.clone(), binding: LegBinding::unmatched() })
-                }
-                AdapterEvent::Resync { pbx, live_calls, at } => lc.handle_resync(pbx, live_calls, *at),
-                AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => {}
-            }
-        }
-        std::iter::from_fn(|| lc.poll_event()).map(|o| o.event).collect()
+        CallLifecycle::level3_unbound(ctx, &self.run.events)
     }
 
     /// The Level 3 statuses per extension (the conformance suite's notation), after checking

@@ -15,8 +15,7 @@ use std::time::Duration;
 use adapter_3cx::{CdrConfig, Config, ThreeCxAdapter};
 use generic_event::GenericEvent;
 use listener_core::{
-    AdapterEvent, AdapterState, CallChange, CallLifecycle, CorrelatedSignal, EventContext, LegBinding, LinkState,
-    PbxId, PbxType, SignalBody,
+    AdapterEvent, AdapterState, CallChange, CallLifecycle, EventContext, LinkState, PbxId, PbxType, SignalBody,
 };
 use pbx_sim::adapter_run::{AdapterRun, LIMIT};
 use pbx_sim::avaya_r11::TlsFiles;
@@ -147,17 +146,7 @@ impl Rig {
     fn level3(&self) -> Vec<GenericEvent> {
         let ctx =
             EventContext { account_id: uuid::Uuid::nil(), account_name: "e2e".into(), static_meta: Default::default() };
-        let mut lc = CallLifecycle::new(ctx);
-        for e in &self.run.events {
-            match e {
-                AdapterEvent::Signal(s) => {
-                    lc.handle_signal(CorrelatedSignal { signal: s.clone(), binding: LegBinding::unmatched() })
-                }
-                AdapterEvent::Resync { pbx, live_calls, at } => lc.handle_resync(pbx, live_calls, *at),
-                AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => {}
-            }
-        }
-        std::iter::from_fn(|| lc.poll_event()).map(|o| o.event).collect()
+        CallLifecycle::level3_unbound(ctx, &self.run.events)
     }
 
     /// The Level 3 statuses per extension, after checking the contract's rules on them.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use listener_core::{CallLifecycle, CorrelatedSignal, EventContext, LegBinding, PbxType};
+use listener_core::{CallLifecycle, EventContext, PbxType};
 
 use super::*;
 use crate::cdr::FieldOrder;
@@ -212,19 +212,8 @@ fn render(e: &AdapterEvent) -> Option<String> {
 /// The Level 3 statuses per extension, through the real lifecycle.
 fn level3(events: &[AdapterEvent]) -> String {
     let ctx = EventContext { account_id: uuid::Uuid::nil(), account_name: "t".into(), static_meta: Default::default() };
-    let mut lc = CallLifecycle::new(ctx);
-    for e in events {
-        match e {
-            AdapterEvent::Signal(s) => {
-                lc.handle_signal(CorrelatedSignal { signal: s.clone(), binding: LegBinding::unmatched() })
-            }
-            AdapterEvent::Resync { pbx, live_calls, at } => lc.handle_resync(pbx, live_calls, *at),
-            AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => {}
-        }
-    }
     let mut lines = Vec::new();
-    while let Some(out) = lc.poll_event() {
-        let e = out.event;
+    for e in CallLifecycle::level3_unbound(ctx, events) {
         let mut line = format!("{} {}", e.status, e.extension.as_deref().unwrap_or("-"));
         for key in ["reason", "queue", "parkSlot", "transferTarget", "reconciled", "source"] {
             if let Some(v) = e.meta.get(key) {

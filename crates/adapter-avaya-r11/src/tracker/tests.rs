@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use listener_core::{CallLifecycle, CorrelatedSignal, EventContext, LegBinding, PbxType, SignalBody};
+use listener_core::{CallLifecycle, EventContext, PbxType, SignalBody};
 
 use super::*;
 use crate::testdata::DELTA3_EXAMPLES;
@@ -591,19 +591,8 @@ fn unknown_ends_are_ignored() {
 /// The tracker's signals through the real `CallLifecycle`: the Level 3 statuses per extension.
 fn lifecycle(events: &[AdapterEvent]) -> String {
     let ctx = EventContext { account_id: uuid::Uuid::nil(), account_name: "t".into(), static_meta: Default::default() };
-    let mut lc = CallLifecycle::new(ctx);
-    for e in events {
-        match e {
-            AdapterEvent::Signal(s) => {
-                lc.handle_signal(CorrelatedSignal { signal: s.clone(), binding: LegBinding::unmatched() })
-            }
-            AdapterEvent::Resync { pbx, live_calls, at } => lc.handle_resync(pbx, live_calls, *at),
-            AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => {}
-        }
-    }
     let mut lines = Vec::new();
-    while let Some(out) = lc.poll_event() {
-        let e = out.event;
+    for e in CallLifecycle::level3_unbound(ctx, events) {
         let mut line = format!("{} {}", e.status, e.extension.as_deref().unwrap_or("-"));
         for key in ["reason", "parkSlot", "transferTarget", "reconciled"] {
             if let Some(v) = e.meta.get(key) {
