@@ -16,6 +16,7 @@ mod cli;
 mod config;
 mod demo;
 mod fault;
+mod heap;
 mod logging;
 mod notify;
 mod outbox_cli;
@@ -82,6 +83,7 @@ fn main() -> ExitCode {
             with_runtime(|shutdown| demo::run(args, shutdown))
         }
         None | Some(Command::Run) => {
+            heap::limit_arenas();
             let config = match config::load(&cli.config) {
                 Ok(c) => c,
                 Err(errors) => {

@@ -125,6 +125,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, mut reloads: mpsc:
         async move { pipeline::run(inputs, cores, &mut sink, &mut Watchdog::from_env()).await }
     });
     health.update(|h| h.pipeline = Check::ok("running"));
+    let trimmer = tokio::spawn(crate::heap::trim_periodically(shutdown.child_token()));
 
     notify::ready(&running_status(&config));
     info!(
@@ -189,6 +190,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, mut reloads: mpsc:
         let _ = task.await;
     }
     status_task.abort();
+    trimmer.abort();
     tokio::task::spawn_blocking(move || outbox.close()).await.ok();
     match failure {
         Some(e) => Err(e),
