@@ -698,7 +698,7 @@ impl Tracker {
             self.calls.insert(
                 call_key.clone(),
                 Call {
-                    id: PbxCallId(call_key.clone()),
+                    id: PbxCallId::new(call_key.clone()),
                     started: now,
                     info: CallInfo::default(),
                     trunk: None,
@@ -1112,7 +1112,7 @@ fn merge_info(into: &mut CallInfo, from: &LegView<'_>) {
         if dst.is_none()
             && let Some(v) = src.filter(|v| !v.is_empty())
         {
-            *dst = Some(v.to_owned());
+            *dst = Some(v.into());
         }
     }
 }

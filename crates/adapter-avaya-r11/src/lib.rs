@@ -46,7 +46,6 @@ pub mod events;
 mod kind;
 pub mod packet;
 pub mod session;
-mod small_map;
 #[doc(hidden)]
 pub mod testdata;
 pub mod tracker;

@@ -45,6 +45,7 @@
 //!   [`AdapterEvent::Resync`] says so when the window closes.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use listener_core::{
     AdapterEvent, CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal,
@@ -53,7 +54,7 @@ use listener_core::{
 
 use crate::delta3::{self, Delta3Record, Detail, Lost, Party, Target, called_type, cause, equipment, party_state};
 use crate::packet::{CmExtn, SipTrack};
-use crate::small_map::{SmallMap, SmallSet};
+use listener_core::small_map::{SmallMap, SmallSet};
 
 /// The `source` of every signal.
 pub const SOURCE: &str = "devlink3";
@@ -95,11 +96,9 @@ pub enum Handled {
     Ignored,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct CallKey {
-    node: String,
-    call_id: String,
-}
+/// A call's key: its `node.callid` id, the one it is reported under (shared, so the end index
+/// and the tables hold a reference count each, not copies).
+type CallKey = PbxCallId;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -221,7 +220,7 @@ pub struct Tracker {
     /// End id → the call it is in (parties and targets).
     ends: HashMap<String, CallKey>,
     /// SIPTrack: end id → (SIP Call-ID, when learnt).
-    sip: HashMap<String, (String, UnixMillis)>,
+    sip: HashMap<String, (Arc<str>, UnixMillis)>,
     timers: BTreeMap<Timer, UnixMillis>,
     epoch: u64,
     /// The calls known when the current subscription began (what its snapshot can confirm).
@@ -409,7 +408,7 @@ fn merge_info(into: &mut CallInfo, from: InfoRef<'_>) {
         if let Some(v) = src
             && dst.as_deref() != Some(v)
         {
-            *dst = Some(v.to_owned());
+            *dst = Some(v.into());
         }
     }
 }
@@ -545,9 +544,10 @@ impl Tracker {
         {
             self.sip.remove(&oldest);
         }
-        self.sip.insert(track.end_id.to_owned(), (track.call_id.to_owned(), now));
+        let call_id: Arc<str> = track.call_id.into();
+        self.sip.insert(track.end_id.to_owned(), (call_id.clone(), now));
         if let Some(call) = self.ends.get(track.end_id).and_then(|key| self.calls.get_mut(key)) {
-            call.info.sip_call_id = Some(track.call_id.to_owned());
+            call.info.sip_call_id = Some(call_id);
         }
         Handled::Used
     }
@@ -690,7 +690,7 @@ impl Tracker {
     }
 
     fn detail(&mut self, now: UnixMillis, d: &Detail<'_>) {
-        let key = CallKey { node: d.call.node.to_string(), call_id: d.call.call_id.to_string() };
+        let key = PbxCallId::new(format!("{}.{}", d.call.node, d.call.call_id));
         let epoch = self.epoch;
 
         // Parties that moved here from another call (attended transfer) leave that call quietly;
@@ -709,7 +709,7 @@ impl Tracker {
 
         let call = self.calls.entry(key.clone()).or_insert_with(|| {
             Box::new(Call {
-                id: PbxCallId(format!("{}.{}", key.node, key.call_id)),
+                id: key.clone(),
                 started: now,
                 info: CallInfo::default(),
                 hunt_group: None,
@@ -729,7 +729,7 @@ impl Tracker {
         merge_info(&mut call.info, derive_info(d));
         for p in std::iter::once(&d.party_a).chain(d.party_b.as_ref()) {
             if let Some((sip, _)) = self.sip.get(p.end_id.as_ref())
-                && call.info.sip_call_id.as_deref() != Some(sip.as_str())
+                && call.info.sip_call_id.as_deref() != Some(&**sip)
             {
                 call.info.sip_call_id = Some(sip.clone());
             }
@@ -740,7 +740,7 @@ impl Tracker {
             call.hunt_group = Some(hg.to_owned());
             // The call came through this hunt group: `meta.queue` on its events (the contract's
             // "queue or hunt group"), whether or not it ever waits in the queue.
-            call.info.queue = Some(hg.to_owned());
+            call.info.queue = Some(hg.into());
         }
         if let Some(tag) = opt(&d.call.tag)
             && call.tag.as_deref() != Some(tag)

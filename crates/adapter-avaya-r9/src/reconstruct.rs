@@ -32,6 +32,7 @@
 //!   `Disconnected` with reason `voicemail` [inferred from Avaya's example].
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use listener_core::{CallChange, CallInfo, Direction, DisconnectReason, UnixMillis};
 
@@ -227,7 +228,7 @@ impl<'s> Builder<'s> {
 /// Who the call is between, from its first segment.
 pub fn call_info(first: &Segment<'_>) -> CallInfo {
     let trunk = first.party1.kind == DeviceKind::Trunk || first.party2.kind == DeviceKind::Trunk;
-    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let nonempty = |s: &str| (!s.is_empty()).then(|| Arc::<str>::from(s));
     match first.direction {
         SmdrDirection::Inbound => CallInfo {
             direction: Direction::Inbound,
@@ -243,7 +244,7 @@ pub fn call_info(first: &Segment<'_>) -> CallInfo {
         },
         SmdrDirection::Outbound => CallInfo {
             direction: Direction::Internal,
-            external_number: nonempty(&first.caller).or_else(|| first.party1.extension().map(str::to_owned)),
+            external_number: nonempty(&first.caller).or_else(|| first.party1.extension().map(Arc::from)),
             dialled_number: nonempty(&first.called_number),
             ..CallInfo::default()
         },

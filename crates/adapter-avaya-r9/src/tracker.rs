@@ -48,6 +48,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use listener_core::{
     AdapterEvent, AdapterState, CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, Facts,
@@ -560,7 +561,7 @@ impl Tracker {
         self.d2_calls.insert(
             id.to_owned(),
             D2Call {
-                id: PbxCallId(id.to_owned()),
+                id: PbxCallId::new(id.to_owned()),
                 started: UnixMillis(started),
                 info: CallInfo::default(),
                 a_id: String::new(),
@@ -769,10 +770,10 @@ impl Tracker {
             } else if let Some(d2) = self.d2_calls.remove(&id) {
                 self.complete_delta2_call(&id, d2, timeline, base);
             } else if self.settings.delta2 {
-                self.emit_timeline(PbxCallId(id.clone()), start, timeline, base);
+                self.emit_timeline(PbxCallId::new(id.clone()), start, timeline, base);
                 self.smdr_emitted.insert_forgetting(id);
             } else {
-                self.emit_timeline(PbxCallId(id), start, timeline, base);
+                self.emit_timeline(PbxCallId::new(id), start, timeline, base);
             }
         }
         self.remember_smdr(key, checkpointed);
@@ -969,7 +970,7 @@ impl Tracker {
             }
         }
         let call = self.d2_calls.entry(key.clone()).or_insert_with(|| D2Call {
-            id: PbxCallId(key.clone()),
+            id: PbxCallId::new(key.clone()),
             started: now,
             info: CallInfo::default(),
             a_id: String::new(),
@@ -1237,9 +1238,9 @@ fn step_state(change: &CallChange) -> Option<DevState> {
 /// Who a Delta2 call is between: a trunk A end with an extension B is inbound, an extension A
 /// with a trunk B outbound, two extensions internal.
 fn merge_d2_info(info: &mut CallInfo, s: &Status<'_>, a: &EndDevice, b: &EndDevice) {
-    let set = |slot: &mut Option<String>, v: &str| {
+    let set = |slot: &mut Option<Arc<str>>, v: &str| {
         if !v.is_empty() && slot.as_deref() != Some(v) {
-            *slot = Some(v.to_owned());
+            *slot = Some(v.into());
         }
     };
     // The hunt group the call came through, on every event of the call (`meta.queue`).

@@ -168,7 +168,9 @@ struct CallEntry {
 #[derive(Debug)]
 enum CallState {
     Waiting(Box<Waiting>),
-    Bound(LegBinding),
+    /// Boxed: most entries are ended calls kept for late signals, and a binding inline would
+    /// double each one's size.
+    Bound(Box<LegBinding>),
     Unmatched(DropReason),
 }
 
@@ -312,7 +314,7 @@ impl Correlator {
                     self.attempt(now, &key, full);
                 }
                 CallState::Bound(binding) => {
-                    let binding = binding.clone();
+                    let binding = LegBinding::clone(binding);
                     self.output.push_back(CorrelatorOutput::Correlated(CorrelatedSignal { signal, binding }));
                 }
                 CallState::Unmatched(reason) => {
@@ -508,7 +510,7 @@ impl Correlator {
                     self.registry.mark_bound(id);
                 }
                 self.count_match(binding.method);
-                self.decide(now, key, CallState::Bound(binding));
+                self.decide(now, key, CallState::Bound(Box::new(binding)));
             }
             Outcome::NotYet { ambiguous } => {
                 if let Some(CallEntry { state: CallState::Waiting(w), .. }) = self.calls.get_mut(key).map(|e| &mut **e)
@@ -542,7 +544,7 @@ impl Correlator {
         let held = w.held;
         match &entry.state {
             CallState::Bound(binding) => {
-                let binding = binding.clone();
+                let binding = LegBinding::clone(binding);
                 self.unindex_number(key);
                 if binding.call_sid.is_none()
                     && let Some(parent) = binding.parent_call_sid

@@ -89,22 +89,22 @@ impl S {
         self
     }
     fn cid(mut self, c: &str) -> S {
-        self.info.sip_call_id = Some(c.to_owned());
+        self.info.sip_call_id = Some(c.into());
         self
     }
     fn numbers(mut self, caller: &str, did: &str) -> S {
-        self.info.external_number = Some(caller.to_owned());
-        self.info.dialled_number = Some(did.to_owned());
+        self.info.external_number = Some(caller.into());
+        self.info.dialled_number = Some(did.into());
         self
     }
     fn name(mut self, n: &str) -> S {
-        self.info.caller_name = Some(n.to_owned());
+        self.info.caller_name = Some(n.into());
         self
     }
     fn outbound(mut self, dialled: &str) -> S {
         self.info.direction = Direction::Outbound;
-        self.info.external_number = Some(dialled.to_owned());
-        self.info.dialled_number = Some(dialled.to_owned());
+        self.info.external_number = Some(dialled.into());
+        self.info.dialled_number = Some(dialled.into());
         self
     }
     /// From a feed that reports after the fact (SMDR).
@@ -123,7 +123,7 @@ impl S {
             source: self.source,
             facts: Facts::new(),
             body: SignalBody::Call(CallSignal {
-                call: PbxCallId(self.call.to_owned()),
+                call: PbxCallId::new(self.call.to_owned()),
                 call_started: UnixMillis(started),
                 extension: self.ext.map(|e| Extension(e.to_owned())),
                 change,
@@ -200,7 +200,7 @@ fn run_with(settings: CorrelationSettings, steps: Vec<(u64, Input)>) -> (String,
             Input::Leg(u) => c.handle_leg(UnixMillis(t), u),
             Input::Sig(s) => c.handle_signal(UnixMillis(t), s),
             Input::Resync(live) => {
-                let live: Vec<PbxCallId> = live.into_iter().map(|c| PbxCallId(c.to_owned())).collect();
+                let live: Vec<PbxCallId> = live.into_iter().map(|c| PbxCallId::new(c.to_owned())).collect();
                 c.release_gone(UnixMillis(t), &PbxId::new("site-1", PbxType::new("3cx")), &live);
             }
         }
@@ -798,7 +798,7 @@ proptest! {
             match input {
                 Input::Leg(u) => c.handle_leg(UnixMillis(t), u),
                 Input::Sig(sig) => {
-                    if let SignalBody::Call(cs) = &sig.body { sent_at.push((cs.call.0.clone(), sig.at.0)); }
+                    if let SignalBody::Call(cs) = &sig.body { sent_at.push((cs.call.as_str().to_owned(), sig.at.0)); }
                     c.handle_signal(UnixMillis(t), sig)
                 }
                 Input::Resync(_) => unreachable!("the generator makes no resyncs"),
@@ -817,7 +817,7 @@ proptest! {
                 CorrelatorOutput::Dropped { signal, .. } => (signal, None),
             };
             let SignalBody::Call(cs) = &signal.body else { unreachable!() };
-            got.push((cs.call.0.clone(), signal.at.0));
+            got.push((cs.call.as_str().to_owned(), signal.at.0));
             let i: u32 = cs.call.0.parse().unwrap();
             if let Some(b) = binding.filter(|b| b.is_bound()) {
                 // Never another call's leg.
@@ -1004,16 +1004,16 @@ fn tracked_state_does_not_grow_after_calls_end() {
         source: "test",
         facts: Facts::new(),
         body: SignalBody::Call(CallSignal {
-            call: PbxCallId(format!("c{n}")),
+            call: PbxCallId::new(format!("c{n}")),
             call_started: UnixMillis(at),
             extension: Some(Extension("201".into())),
             change,
             info: CallInfo {
                 direction: Direction::Inbound,
-                sip_call_id: Some(format!("cid-{n}@sbc")),
-                external_number: Some(format!("4477009{n:05}")),
+                sip_call_id: Some(format!("cid-{n}@sbc").into()),
+                external_number: Some(format!("4477009{n:05}").into()),
                 dialled_number: Some("441234567890".into()),
-                caller_name: Some(format!("Caller {n}")),
+                caller_name: Some(format!("Caller {n}").into()),
                 ..CallInfo::default()
             },
         }),

@@ -46,6 +46,7 @@ mod lifecycle;
 mod number;
 mod secret;
 mod signal;
+pub mod small_map;
 mod source_limit;
 
 pub use adapter::{Adapter, AdapterError, AdapterEvent, BoxFuture, LinkState, SignalSink, SinkClosed};

@@ -17,6 +17,7 @@
 //! It is pure: no IO, no clock. State that must survive a restart comes out of
 //! [`CallLifecycle::drain_state_changes`] for the daemon to persist with the events.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use crate::signal::{
     CallChange, CallInfo, CallSignal, Direction, DisconnectReason, Extension, ExtensionSignal, ExtensionState, Facts,
     PbxCallId, PbxId, PbxSignal, SignalBody, UnixMillis,
 };
+use crate::small_map::SmallMap;
 
 /// The `meta` keys the lifecycle sets itself. They win over PBX facts, platform tags and
 /// configured tags, so the configuration may not use them (`docs/events.md` documents each).
@@ -110,22 +112,57 @@ type CallKey = (Arc<str>, PbxCallId);
 const STATE_PREFIX: &str = "call/";
 
 /// What we remember of a live PBX call.
+///
+/// Persisted as JSON (`drain_state_changes`): fields keep their names and shapes, so state
+/// written by an earlier version reads back (the small maps serialise as the maps they were).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct CallState {
-    pbx: String,
-    /// The PBX's type as spelt in `meta.pbxType` (a string: the set of types is open).
-    pbx_type: String,
+    /// Shared with the PBX's id (a reference count, not a copy per call).
+    pbx: Arc<str>,
+    /// The PBX's type as spelt in `meta.pbxType` (a string: the set of types is open; borrowed
+    /// from the adapter unless restored).
+    pbx_type: Cow<'static, str>,
     call: PbxCallId,
     started: UnixMillis,
     child_sid: Uuid,
-    source: String,
+    source: Cow<'static, str>,
     binding: LegBinding,
     info: CallInfo,
     anyone_connected: bool,
-    /// Devices in the call; `None` is the call itself.
-    legs: BTreeMap<Option<Extension>, LegState>,
+    /// Devices in the call.
+    legs: SmallMap<Extension, LegState>,
+    /// The call's own leg, from signals that name no device. Its own field: a JSON map cannot
+    /// have a `None` key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    call_leg: Option<LegState>,
     /// How often each device reached each status: the occurrence in [`EventId::for_phone`].
-    occurrences: BTreeMap<String, u32>,
+    occurrences: SmallMap<String, u32>,
+}
+
+impl CallState {
+    /// The leg of `extension` (`None`: the call's own).
+    fn leg(&self, extension: Option<&Extension>) -> Option<LegState> {
+        match extension {
+            Some(ext) => self.legs.get(ext).copied(),
+            None => self.call_leg,
+        }
+    }
+
+    fn set_leg(&mut self, extension: Option<Extension>, leg: LegState) {
+        match extension {
+            Some(ext) => {
+                self.legs.insert(ext, leg);
+            }
+            None => self.call_leg = Some(leg),
+        }
+    }
+
+    /// The open legs, the call's own first, then by extension.
+    fn open_legs(&self) -> Vec<(Option<Extension>, LegState)> {
+        let call = self.call_leg.map(|l| (None, l));
+        let devices = self.legs.iter().map(|(e, l)| (Some(e.clone()), *l));
+        call.into_iter().chain(devices).filter(|(_, l)| l.is_open()).collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,7 +285,7 @@ impl CallLifecycle {
             }
             match serde_json::from_slice::<CallState>(&value) {
                 Ok(state) => {
-                    self.calls.insert((Arc::from(state.pbx.as_str()), state.call.clone()), Box::new(state));
+                    self.calls.insert((state.pbx.clone(), state.call.clone()), Box::new(state));
                 }
                 Err(source) => errors.push(RestoreError { key, source }),
             }
@@ -273,17 +310,18 @@ impl CallLifecycle {
                 return;
             }
             let state = CallState {
-                pbx: pbx.name.to_string(),
-                pbx_type: pbx.pbx_type.as_str().to_owned(),
+                pbx: pbx.name.clone(),
+                pbx_type: Cow::Borrowed(pbx.pbx_type.as_str()),
                 call: call.clone(),
                 started: call_started,
                 child_sid: child_sid(&pbx.name, &call.0, call_started.0),
-                source: source.to_owned(),
+                source: Cow::Borrowed(source),
                 binding: LegBinding::unmatched(),
                 info: CallInfo::default(),
                 anyone_connected: false,
-                legs: BTreeMap::new(),
-                occurrences: BTreeMap::new(),
+                legs: SmallMap::new(),
+                call_leg: None,
+                occurrences: SmallMap::new(),
             };
             self.calls.insert(key.clone(), Box::new(state));
         }
@@ -297,7 +335,7 @@ impl CallLifecycle {
         }
 
         // `None`: this device has not been seen in this call yet.
-        let leg = state.legs.get(&extension).copied();
+        let leg = state.leg(extension.as_ref());
         let open = leg.is_some_and(LegState::is_open);
         match change {
             CallChange::Ringing => {
@@ -355,7 +393,7 @@ impl CallLifecycle {
                 if let Some(state) = self.calls.get_mut(&key)
                     && queue.is_some()
                 {
-                    state.info.queue = queue;
+                    state.info.queue = queue.map(Arc::from);
                 }
             }
             CallChange::Disconnected { reason } => {
@@ -411,7 +449,7 @@ impl CallLifecycle {
 
     fn set_leg(&mut self, key: &CallKey, extension: Option<Extension>, leg: LegState) {
         if let Some(state) = self.calls.get_mut(key) {
-            state.legs.insert(extension, leg);
+            state.set_leg(extension, leg);
         }
     }
 
@@ -425,7 +463,7 @@ impl CallLifecycle {
         facts: &Facts,
         provenance: Provenance,
     ) {
-        let open = self.calls.get(key).and_then(|s| s.legs.get(&extension.cloned())).is_some_and(|l| l.is_open());
+        let open = self.calls.get(key).and_then(|s| s.leg(extension)).is_some_and(LegState::is_open);
         if open {
             let detail = Detail { reason: Some(reason.as_str()), ..Detail::default() };
             self.emit(key, extension, Status::Disconnected, at, facts, provenance, detail);
@@ -436,8 +474,7 @@ impl CallLifecycle {
     /// The call is over: close every open leg and forget the call.
     fn end_call(&mut self, key: &CallKey, at: UnixMillis, provenance: Provenance, facts: &Facts) {
         let Some(state) = self.calls.get(key) else { return };
-        let open: Vec<(Option<Extension>, LegState)> =
-            state.legs.iter().filter(|(_, l)| l.is_open()).map(|(e, l)| (e.clone(), *l)).collect();
+        let open = state.open_legs();
         let anyone_connected = state.anyone_connected;
         for (extension, leg) in open {
             let reason = match (provenance, leg) {
@@ -465,9 +502,15 @@ impl CallLifecycle {
     ) {
         let Some(state) = self.calls.get_mut(key) else { return };
         let ext = extension.map(|e| e.0.as_str());
-        let counter = state.occurrences.entry(format!("{}\u{1f}{status}", ext.unwrap_or(""))).or_insert(0);
-        *counter += 1;
-        let id = EventId::for_phone(state.child_sid, ext, status, *counter);
+        let occurrence_key = format!("{}\u{1f}{status}", ext.unwrap_or(""));
+        let occurrence = if let Some(n) = state.occurrences.get_mut(&occurrence_key) {
+            *n += 1;
+            *n
+        } else {
+            state.occurrences.insert(occurrence_key, 1);
+            1
+        };
+        let id = EventId::for_phone(state.child_sid, ext, status, occurrence);
 
         let mut meta = self.ctx.static_meta.clone();
         meta.extend(state.binding.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -533,14 +576,13 @@ fn from_to(binding: &LegBinding, info: &CallInfo, extension: Option<&str>) -> (S
     {
         return (from.clone(), to.clone());
     }
-    let external = info.external_number.clone();
-    let dialled = info.dialled_number.clone();
-    let ext = extension.map(str::to_owned);
+    let external = info.external_number.as_deref();
+    let dialled = info.dialled_number.as_deref();
     let (from, to) = match info.direction {
-        Direction::Outbound => (ext, external.or(dialled)),
-        Direction::Inbound | Direction::Internal | Direction::Unknown => (external, dialled.or(ext)),
+        Direction::Outbound => (extension, external.or(dialled)),
+        Direction::Inbound | Direction::Internal | Direction::Unknown => (external, dialled.or(extension)),
     };
-    (from.unwrap_or_default(), to.unwrap_or_default())
+    (from.unwrap_or_default().to_owned(), to.unwrap_or_default().to_owned())
 }
 
 fn state_key((pbx, call): &CallKey) -> String {

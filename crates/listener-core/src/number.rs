@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use phonenumber::country;
 
@@ -109,7 +110,7 @@ impl NumberPlan {
     /// Normalises the numbers of a [`CallInfo`] in place.
     pub fn normalise_call_info(&self, info: &mut CallInfo) {
         for n in [&mut info.external_number, &mut info.dialled_number].into_iter().flatten() {
-            *n = self.normalise(n);
+            *n = self.normalise(n).into();
         }
     }
 }
@@ -120,7 +121,8 @@ impl NumberPlan {
 #[derive(Debug, Clone)]
 pub struct NumberCache {
     plan: NumberPlan,
-    memo: HashMap<String, String>,
+    /// Raw → normalised, shared: the calls holding a number hold one copy of it.
+    memo: HashMap<String, Arc<str>>,
     capacity: usize,
 }
 
@@ -132,11 +134,11 @@ impl NumberCache {
     }
 
     /// [`NumberPlan::normalise`], memoised.
-    pub fn normalise(&mut self, raw: &str) -> String {
+    pub fn normalise(&mut self, raw: &str) -> Arc<str> {
         if let Some(n) = self.memo.get(raw) {
             return n.clone();
         }
-        let n = self.plan.normalise(raw);
+        let n: Arc<str> = self.plan.normalise(raw).into();
         if self.memo.len() >= self.capacity {
             self.memo.clear();
         }
@@ -235,7 +237,7 @@ mod tests {
     fn the_cache_gives_the_plans_answers_and_stays_bounded() {
         let mut cache = NumberCache::new(gb(), 2);
         for raw in ["01707 123456", "201", "+44 1234 567890", "01707 123456", "anonymous"] {
-            assert_eq!(cache.normalise(raw), gb().normalise(raw), "{raw}");
+            assert_eq!(&*cache.normalise(raw), gb().normalise(raw), "{raw}");
             assert!(cache.memo.len() <= 2);
         }
         let mut info = CallInfo { external_number: Some("01707 123456".into()), ..CallInfo::default() };

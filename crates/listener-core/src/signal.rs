@@ -75,9 +75,24 @@ impl fmt::Display for PbxId {
 }
 
 /// The PBX's own id of a call (DevLink3: `node.callid`; 3CX: `callid`; SMDR: Call ID).
+///
+/// Shared (`Arc<str>`): the adapter, the correlator and the lifecycle each key their call
+/// tables, timers and indexes by it, so a clone is a reference count, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct PbxCallId(pub String);
+pub struct PbxCallId(pub Arc<str>);
+
+impl PbxCallId {
+    /// The id `id`.
+    pub fn new(id: impl Into<Arc<str>>) -> PbxCallId {
+        PbxCallId(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for PbxCallId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -162,17 +177,17 @@ pub struct CallInfo {
     pub direction: Direction,
     /// The far end's number: the caller of an inbound call, the callee of an outbound one, the
     /// other extension of an internal one.
-    pub external_number: Option<String>,
+    pub external_number: Option<Arc<str>>,
     /// The number dialled: the DID of an inbound call, the digits of an outbound one.
-    pub dialled_number: Option<String>,
+    pub dialled_number: Option<Arc<str>>,
     /// The SIP Call-ID of the trunk leg, where the PBX gives it (Avaya SIPTrack).
-    pub sip_call_id: Option<String>,
+    pub sip_call_id: Option<Arc<str>>,
     /// The caller's display name as the PBX shows it.
-    pub caller_name: Option<String>,
+    pub caller_name: Option<Arc<str>>,
     /// The queue or hunt group the call came through, once the PBX has named it (`meta.queue`
     /// on the call's events).
     #[serde(default)]
-    pub queue: Option<String>,
+    pub queue: Option<Arc<str>>,
 }
 
 impl CallInfo {

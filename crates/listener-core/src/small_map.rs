@@ -1,16 +1,24 @@
-//! A map for the few entries a call holds (its parties and ringing targets: one to a handful).
+//! A map for the few entries a call holds (its parties, ringing targets, legs: one to a
+//! handful).
 //!
 //! A `BTreeMap` allocates an 11-slot node for its first entry (≈ 0.5–1 KB for a party table),
 //! which at 10,000 live calls was a fifth of the daemon's heap (issue 13, heaptrack). This keeps
 //! the entries in one vector sorted by key, so lookups are a binary search and iteration is in
-//! key order, as with the `BTreeMap` it replaces.
+//! key order, as with the `BTreeMap` it replaces. It serialises as a map, as a `BTreeMap` does,
+//! so state persisted with one reads back as the other.
 
 use std::borrow::Borrow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A map sorted by key, stored in one vector. For small maps only: insertion and removal move
 /// the entries after the position.
-#[derive(Debug, Clone)]
-pub(crate) struct SmallMap<K, V> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmallMap<K, V> {
     entries: Vec<(K, V)>,
 }
 
@@ -22,7 +30,7 @@ impl<K, V> Default for SmallMap<K, V> {
 
 impl<K: Ord, V> SmallMap<K, V> {
     /// An empty map (no allocation until the first insert).
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self::default()
     }
 
@@ -35,7 +43,7 @@ impl<K: Ord, V> SmallMap<K, V> {
     }
 
     /// The value under `key`.
-    pub(crate) fn get<Q>(&self, key: &Q) -> Option<&V>
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
@@ -44,7 +52,7 @@ impl<K: Ord, V> SmallMap<K, V> {
     }
 
     /// The value under `key`, to change.
-    pub(crate) fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
@@ -53,7 +61,7 @@ impl<K: Ord, V> SmallMap<K, V> {
     }
 
     /// Whether `key` has a value.
-    pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
@@ -62,10 +70,13 @@ impl<K: Ord, V> SmallMap<K, V> {
     }
 
     /// Puts `value` under `key`; returns the value it replaced.
-    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.position(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {
+                // One slot at a time: most maps hold one to three entries, and a vector's
+                // first growth would reserve four.
+                self.entries.reserve_exact(1);
                 self.entries.insert(i, (key, value));
                 None
             }
@@ -73,7 +84,7 @@ impl<K: Ord, V> SmallMap<K, V> {
     }
 
     /// Takes the value under `key` out.
-    pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
@@ -88,40 +99,75 @@ impl<K: Ord, V> SmallMap<K, V> {
     }
 
     /// The entries in key order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(k, v)| (k, v))
     }
 
     /// The keys in order.
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.entries.iter().map(|(k, _)| k)
     }
 
     /// The values in key order.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+    pub fn values(&self) -> impl Iterator<Item = &V> {
         self.entries.iter().map(|(_, v)| v)
     }
 }
 
+impl<K: Serialize, V: Serialize> Serialize for SmallMap<K, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.entries.len()))?;
+        for (k, v) in &self.entries {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de, K: Ord + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for SmallMap<K, V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<K, V>(PhantomData<(K, V)>);
+
+        impl<'de, K: Ord + Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for MapVisitor<K, V> {
+            type Value = SmallMap<K, V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                // Bounded: the hint comes from the input.
+                let mut map = SmallMap { entries: Vec::with_capacity(access.size_hint().unwrap_or(0).min(16)) };
+                while let Some((k, v)) = access.next_entry()? {
+                    map.insert(k, v);
+                }
+                Ok(map)
+            }
+        }
+
+        deserializer.deserialize_map(MapVisitor(PhantomData))
+    }
+}
+
 /// A set for a few entries: a [`SmallMap`] without values.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SmallSet<K> {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmallSet<K> {
     map: SmallMap<K, ()>,
 }
 
 impl<K: Ord> SmallSet<K> {
     /// An empty set.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         SmallSet { map: SmallMap::new() }
     }
 
     /// Adds `key`; false if it was there.
-    pub(crate) fn insert(&mut self, key: K) -> bool {
+    pub fn insert(&mut self, key: K) -> bool {
         self.map.insert(key, ()).is_none()
     }
 
     /// Whether `key` is in the set.
-    pub(crate) fn contains<Q>(&self, key: &Q) -> bool
+    pub fn contains<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
@@ -179,6 +225,15 @@ mod tests {
                 prop_assert!(small.values().eq(btree.values()));
             }
         }
+    }
+
+    #[test]
+    fn serialises_as_the_btree_map_it_replaces() {
+        let btree: BTreeMap<String, u32> = [("b".to_owned(), 2), ("a".to_owned(), 1)].into();
+        let json = serde_json::to_string(&btree).unwrap();
+        let small: SmallMap<String, u32> = serde_json::from_str(&json).unwrap();
+        assert!(small.iter().eq(btree.iter()));
+        assert_eq!(serde_json::to_string(&small).unwrap(), json);
     }
 
     #[test]

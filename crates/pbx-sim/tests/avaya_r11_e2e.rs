@@ -186,7 +186,7 @@ impl Rig {
             .iter()
             .filter_map(|e| match e {
                 AdapterEvent::Signal(s) => match &s.body {
-                    SignalBody::Call(c) => c.info.sip_call_id.clone(),
+                    SignalBody::Call(c) => c.info.sip_call_id.as_deref().map(str::to_owned),
                     SignalBody::Extension(_) => None,
                 },
                 _ => None,
@@ -251,7 +251,7 @@ async fn hunt_group_rings_three_phones_and_one_answers() {
         unreachable!()
     };
     let SignalBody::Call(c) = &first.body else { panic!() };
-    assert_eq!(c.call.0, "c0a82a03.1");
+    assert_eq!(c.call.as_str(), "c0a82a03.1");
     assert_eq!(c.info.direction, listener_core::Direction::Inbound);
     assert_eq!(c.info.external_number.as_deref(), Some("447700900121"));
     assert_eq!(c.info.dialled_number.as_deref(), Some("441234567890"));
@@ -401,7 +401,7 @@ async fn link_drop_mid_call_is_reconciled() {
         .collect();
     assert_eq!(resyncs.len(), 2);
     assert!(resyncs[0].is_empty());
-    assert!(!resyncs[1].iter().any(|c| c.0 == "c0a82a03.1"), "{resyncs:?}");
+    assert!(!resyncs[1].iter().any(|c| c.as_str() == "c0a82a03.1"), "{resyncs:?}");
     let links = rig.links();
     assert_eq!(&links[..2], ["connecting", "up"]);
     assert_eq!(links.last().map(String::as_str), Some("up"));

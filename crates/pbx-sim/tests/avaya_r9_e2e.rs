@@ -36,7 +36,7 @@ fn ended_call(e: &AdapterEvent) -> Option<String> {
         && let SignalBody::Call(c) = &s.body
         && c.change == CallChange::Ended
     {
-        return Some(c.call.0.clone());
+        return Some(c.call.as_str().to_owned());
     }
     None
 }
@@ -73,7 +73,7 @@ fn level3(events: &[AdapterEvent]) -> BTreeMap<String, Vec<String>> {
     for e in events {
         if let AdapterEvent::Signal(s) = e {
             if let SignalBody::Call(c) = &s.body {
-                starts.entry(c.call.0.clone()).or_insert(c.call_started.0);
+                starts.entry(c.call.as_str().to_owned()).or_insert(c.call_started.0);
             }
             lifecycle.handle_signal(CorrelatedSignal { signal: s.clone(), binding: LegBinding::unmatched() });
         }

@@ -212,7 +212,7 @@ async fn queue_call_rings_two_agents_and_one_answers() {
         unreachable!()
     };
     let SignalBody::Call(c) = &first.body else { panic!() };
-    assert_eq!(c.call.0, "1264");
+    assert_eq!(c.call.as_str(), "1264");
     assert_eq!(c.info.direction, listener_core::Direction::Inbound);
     assert_eq!(c.info.external_number.as_deref(), Some("447700900001"));
     assert_eq!(c.info.dialled_number.as_deref(), Some("441234567890"));

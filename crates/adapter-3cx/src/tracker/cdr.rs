@@ -382,7 +382,7 @@ impl Tracker {
         if call.extensions.is_empty() {
             return;
         }
-        let key = call.id.0.clone();
+        let key = call.id.as_str().to_owned();
         let mut r = remembered(&call, Some(now));
         // Parks a record reported while the call was live.
         let parks = self.cdr.pending_parks.remove(&key).unwrap_or_default();
@@ -602,7 +602,7 @@ impl Tracker {
         }
         let info = record_info(r);
         let mut call = Call {
-            id: PbxCallId(call_key.clone()),
+            id: PbxCallId::new(call_key.clone()),
             started: t.start,
             info,
             trunk: None,
@@ -630,7 +630,7 @@ impl Tracker {
         };
         if r.to_type == DnType::Queue || r.to_type == DnType::RingGroup {
             call.queue = r.to_dn.map(str::to_owned);
-            call.info.queue.clone_from(&call.queue);
+            call.info.queue = call.queue.as_deref().map(Arc::from);
             emit(self, t.start, &call, None, CallChange::Queued { queue: call.queue.clone() });
         }
         let answered = t.answered;
@@ -721,7 +721,7 @@ fn unanswered_reason(t: Termination) -> DisconnectReason {
 
 /// The call's parties as the record gives them.
 fn record_info(r: &CdrRecord<'_>) -> CallInfo {
-    let own = |s: Option<&str>| s.map(|v| ext_number(v).to_owned());
+    let own = |s: Option<&str>| s.map(|v| Arc::<str>::from(ext_number(v)));
     match (r.from_type, r.to_type) {
         (DnType::Line, _) => CallInfo {
             direction: Direction::Inbound,
@@ -793,7 +793,7 @@ fn remembered(call: &Call, ended: Option<UnixMillis>) -> Remembered {
 
 fn call_from(key: &str, r: &Remembered) -> Call {
     Call {
-        id: PbxCallId(key.to_owned()),
+        id: PbxCallId::new(key.to_owned()),
         started: UnixMillis(r.s),
         info: r.i.clone(),
         trunk: r.t.clone(),

@@ -203,7 +203,7 @@ fn render(e: &AdapterEvent) -> Option<String> {
             Some(line)
         }
         AdapterEvent::Resync { live_calls, .. } => {
-            Some(format!("resync [{}]", live_calls.iter().map(|c| c.0.as_str()).collect::<Vec<_>>().join(",")))
+            Some(format!("resync [{}]", live_calls.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",")))
         }
         AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => None,
     }

@@ -148,10 +148,10 @@ impl Harness {
                                 i.caller_name.as_deref().unwrap_or("-"),
                                 i.sip_call_id.as_deref().unwrap_or("-"),
                             );
-                            if self.info.get(&c.call.0) != Some(&info) {
+                            if self.info.get(c.call.as_str()) != Some(&info) {
                                 line.push(' ');
                                 line.push_str(&info);
-                                self.info.insert(c.call.0.clone(), info);
+                                self.info.insert(c.call.as_str().to_owned(), info);
                             }
                             line
                         }
@@ -159,7 +159,7 @@ impl Harness {
                     }
                 }
                 AdapterEvent::Resync { live_calls, at, .. } => {
-                    let ids: Vec<String> = live_calls.into_iter().map(|c| c.0).collect();
+                    let ids: Vec<String> = live_calls.into_iter().map(|c| c.as_str().to_owned()).collect();
                     format!("resync@{} [{}]", at.0, ids.join(" "))
                 }
                 AdapterEvent::Link { .. } | AdapterEvent::Checkpoint { .. } => {

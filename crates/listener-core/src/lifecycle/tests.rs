@@ -53,7 +53,7 @@ fn sig(at: u64, text: &str) -> CorrelatedSignal {
             other => panic!("change {other}"),
         };
         SignalBody::Call(CallSignal {
-            call: PbxCallId(parts[0].into()),
+            call: PbxCallId::new(parts[0]),
             call_started: UnixMillis(1_000),
             extension: (parts[1] != "-").then(|| Extension(parts[1].into())),
             change,
@@ -413,4 +413,36 @@ fn standard_meta_keys_are_exactly_those_written() {
     }
     let standard: BTreeSet<String> = STANDARD_META_KEYS.iter().map(|k| (*k).to_owned()).collect();
     assert_eq!(written, standard);
+}
+
+#[test]
+fn a_call_level_leg_persists_and_restores() {
+    // A signal with no extension is the call's own leg (a trunk ringing before any device).
+    let mut lc = CallLifecycle::new(ctx());
+    lc.handle_signal(sig(1_000, "7 - ringing"));
+    lc.handle_signal(sig(1_001, "7 201 connected"));
+    let persisted: Vec<(String, Vec<u8>)> =
+        lc.drain_state_changes().into_iter().map(|c| (c.key, c.value.unwrap())).collect();
+    let mut lc = CallLifecycle::new(ctx());
+    assert!(lc.restore(persisted).is_empty());
+    lc.handle_resync(&pbx(), &[], UnixMillis(9_000));
+    assert_eq!(
+        render(&mut lc),
+        "disconnected - reason=unknown reconciled=true\ndisconnected 201 reason=unknown reconciled=true"
+    );
+}
+
+#[test]
+fn persisted_state_keeps_the_shape_earlier_versions_wrote() {
+    // Earlier versions kept `legs` and `occurrences` in BTreeMaps: JSON objects keyed by
+    // extension. A call with device legs only must still be written (and so read) that way.
+    let mut lc = CallLifecycle::new(ctx());
+    lc.handle_signal(sig(1_000, "7 201 connected"));
+    lc.handle_signal(sig(1_001, "7 201 held"));
+    let change = lc.drain_state_changes().pop().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&change.value.unwrap()).unwrap();
+    assert_eq!(json["legs"], serde_json::json!({"201": "Held"}));
+    assert_eq!(json["occurrences"], serde_json::json!({"201\u{1f}connected": 1, "201\u{1f}held": 1}));
+    assert_eq!(json["pbx"], "site-1");
+    assert!(json.get("call_leg").is_none());
 }
