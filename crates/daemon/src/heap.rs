@@ -3,10 +3,10 @@
 //! glibc's malloc keeps what the program frees for later allocations, in one arena per thread
 //! that ever contended (up to 8 per core). A burst (the PBX's snapshot after a restart, a
 //! reconcile of thousands of calls) therefore leaves its peak resident for good, spread over
-//! arenas the steady state no longer uses: measured on the 10k-live-calls restart, 156 MiB of
-//! RSS of which `malloc_trim` alone gave back 41 MiB. So the daemon (`run` only) caps the
-//! arenas at two and gives free pages back every [`TRIM_EVERY`]. Both are glibc's; with
-//! another C library, or the `mimalloc` feature, this module does nothing.
+//! arenas the steady state no longer uses: on the 10k-live-calls restart, `malloc_trim` called
+//! through gdb took the daemon from 128 to 87 MiB of RSS at once. So the daemon (`run` only)
+//! caps the arenas at two and gives free pages back every [`TRIM_EVERY`]. Both are glibc's;
+//! with another C library, or the `mimalloc` feature, this module does nothing.
 //!
 //! The only `unsafe` in the workspace: two calls into the C library (decision 0019).
 #![allow(unsafe_code)]
@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-/// How often free heap pages are given back. `malloc_trim` walks the free lists with the arena
-/// locked: about a millisecond per 10 MB of free heap, so seldom enough not to show in the
-/// latency tail, often enough that a burst's pages go back within a minute.
+/// How often free heap pages are given back. `malloc_trim` walks the free lists with each
+/// arena locked, so seldom enough not to show in the latency tail (p99 at 1k events/s was
+/// re-measured with it: docs/PERFORMANCE.md), often enough that a burst's pages go back within
+/// half a minute.
 pub const TRIM_EVERY: Duration = Duration::from_secs(20);
 
 /// Arenas for a daemon whose busy threads are two runtime workers and the outbox's writer.
