@@ -539,10 +539,8 @@ impl Tracker {
             // The dialog ended; the call keeps the Call-ID it had.
             return if self.sip.remove(track.end_id).is_some() { Handled::Used } else { Handled::Ignored };
         }
-        if self.sip.len() >= self.settings.max_sip_tracks
-            && let Some(oldest) = self.sip.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone())
-        {
-            self.sip.remove(&oldest);
+        if self.sip.len() >= self.settings.max_sip_tracks && !self.sip.contains_key(track.end_id) {
+            self.forget_oldest_sip_tracks();
         }
         let call_id: Arc<str> = track.call_id.into();
         self.sip.insert(track.end_id.to_owned(), (call_id.clone(), now));
@@ -550,6 +548,27 @@ impl Tracker {
             call.info.sip_call_id = Some(call_id);
         }
         Handled::Used
+    }
+
+    /// Makes room in a full SIPTrack memory: drops the oldest sixteenth (at least one). One
+    /// selection per many inserts; finding the single oldest on each insert scanned the whole
+    /// map every time.
+    fn forget_oldest_sip_tracks(&mut self) {
+        if self.sip.is_empty() {
+            return;
+        }
+        let drop = (self.sip.len() / 16).max(1);
+        let mut learnt: Vec<UnixMillis> = self.sip.values().map(|(_, at)| *at).collect();
+        // 1 ≤ drop ≤ len: the index is in range.
+        let cutoff = *learnt.select_nth_unstable(drop - 1).1;
+        let mut left = drop;
+        self.sip.retain(|_, (_, at)| {
+            let keep = *at > cutoff || left == 0;
+            if !keep {
+                left -= 1;
+            }
+            keep
+        });
     }
 
     /// Feeds one CMExtn record. The extended state-change form (`kind` 1) becomes an

@@ -659,3 +659,21 @@ resync@1520 []
     );
     assert_eq!(lifecycle(&h.events), "connected 4001\ndisconnected 4001 reason=unknown reconciled=true");
 }
+
+#[test]
+fn a_full_siptrack_memory_forgets_the_oldest_first() {
+    // The harness remembers at most 3 SIPTrack Call-IDs.
+    let mut h = Harness::new();
+    for (end, call_id) in [("e-1", "one@sbc"), ("e-2", "two@sbc"), ("e-3", "three@sbc")] {
+        h.step(&format!("sip START,{end},1.2.3,TRUNK,IN,{call_id}"));
+    }
+    // A repeat of a remembered end replaces its entry and forgets nothing else.
+    h.step("sip START,e-2,1.2.3,TRUNK,IN,two-again@sbc");
+    assert_eq!(h.tracker.sip.len(), 3);
+    assert_eq!(h.tracker.sip.get("e-2").map(|(c, _)| &**c), Some("two-again@sbc"));
+    // A new end while full: the oldest (e-1) goes.
+    h.step("sip START,e-4,1.2.3,TRUNK,IN,four@sbc");
+    let mut ends: Vec<&str> = h.tracker.sip.keys().map(String::as_str).collect();
+    ends.sort_unstable();
+    assert_eq!(ends, ["e-2", "e-3", "e-4"]);
+}
