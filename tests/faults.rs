@@ -16,13 +16,7 @@ use pbx_sim::load::{Args, Report};
 
 /// A small steady load: 20 calls/s, each ringing, answered and hung up over 2 s.
 fn args() -> Args {
-    let mut args = Args::new(&support::bin());
-    args.calls_per_sec = 20.0;
-    args.call_secs = 2.0;
-    args.duration_secs = 8;
-    args.warmup_secs = 1;
-    args.drain_limit_secs = 90;
-    args
+    support::short_load(20.0, 8)
 }
 
 fn run(args: &Args) -> Report {

@@ -16,14 +16,9 @@ mod support;
 use pbx_sim::load::{self, Args, Report};
 
 fn args(pbx: &str, scenario: &str) -> Args {
-    let mut args = Args::new(&support::bin());
+    let mut args = support::short_load(10.0, 6);
     args.pbx = pbx.into();
     args.scenario = Some(scenario.into());
-    args.calls_per_sec = 10.0;
-    args.call_secs = 2.0;
-    args.duration_secs = 6;
-    args.warmup_secs = 1;
-    args.drain_limit_secs = 90;
     args
 }
 

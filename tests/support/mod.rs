@@ -260,6 +260,18 @@ pub fn start_sims(script: &str) -> Sims {
     Sims { rt, pbx: std::sync::Arc::new(pbx.expect("DevLink3 simulator")), platform }
 }
 
+/// A short load against the binary under test for [`run_load`]: `calls_per_sec` new calls a
+/// second, each over 2 s, for `duration_secs` after 1 s of warm-up, drained within 90 s.
+pub fn short_load(calls_per_sec: f64, duration_secs: u64) -> pbx_sim::load::Args {
+    let mut args = pbx_sim::load::Args::new(&bin());
+    args.calls_per_sec = calls_per_sec;
+    args.call_secs = 2.0;
+    args.duration_secs = duration_secs;
+    args.warmup_secs = 1;
+    args.drain_limit_secs = 90;
+    args
+}
+
 /// Runs a bounded `pbx-sim load` against the binary under test on a 2-thread runtime, prints
 /// its report, and fails unless the conservation check passed.
 pub fn run_load(args: &pbx_sim::load::Args) -> pbx_sim::load::Report {

@@ -122,11 +122,39 @@ impl AvayaR11Driver {
     }
 }
 
-/// A DevLink3 call: its steps, cut into phases at the scenario's pauses.
-pub struct AvayaCall {
-    phases: Vec<Vec<Step>>,
+/// A planned call of a driver whose simulator plays steps (`S`), cut into phases at the
+/// scenario's pauses, with the PBX's ids of the call.
+pub struct PhasedCall<S> {
+    phases: Vec<Vec<S>>,
     ids: Vec<String>,
 }
+
+impl<S> PhasedCall<S> {
+    /// The call; empty phases (pauses back to back) are dropped.
+    fn new(mut phases: Vec<Vec<S>>, ids: Vec<String>) -> PhasedCall<S> {
+        phases.retain(|p| !p.is_empty());
+        PhasedCall { phases, ids }
+    }
+
+    /// [`PbxDriver::phases`].
+    fn phase_count(&self) -> usize {
+        self.phases.len().max(1)
+    }
+
+    /// The steps of `phase`, taken out (nothing if already sent).
+    fn take(&mut self, phase: usize) -> Vec<S> {
+        self.phases.get_mut(phase).map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Every step still to send, in order.
+    #[cfg(test)]
+    fn steps(&self) -> impl Iterator<Item = &S> {
+        self.phases.iter().flatten()
+    }
+}
+
+/// A DevLink3 call.
+pub type AvayaCall = PhasedCall<Step>;
 
 impl PbxDriver for AvayaR11Driver {
     type Call = AvayaCall;
@@ -175,12 +203,11 @@ impl PbxDriver for AvayaR11Driver {
                 }
             }
         }
-        phases.retain(|p| !p.is_empty());
-        AvayaCall { phases, ids }
+        PhasedCall::new(phases, ids)
     }
 
     fn phases(call: &AvayaCall) -> usize {
-        call.phases.len()
+        call.phase_count()
     }
 
     fn call_ids(call: &AvayaCall) -> Vec<String> {
@@ -188,7 +215,7 @@ impl PbxDriver for AvayaR11Driver {
     }
 
     fn send(&self, call: &mut AvayaCall, phase: usize) -> impl Future<Output = ()> + Send {
-        let steps = call.phases.get_mut(phase).map(std::mem::take).unwrap_or_default();
+        let steps = call.take(phase);
         let sim = Arc::clone(&self.sim);
         async move {
             for step in steps {

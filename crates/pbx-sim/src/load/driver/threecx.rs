@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::PbxDriver;
+use super::{PbxDriver, PhasedCall};
 use crate::threecx::{EXTENSIONS, Numbering, Scenario, SimConfig, Step, ThreeCxSim, script};
 
 /// The API client the daemon logs in as.
@@ -38,11 +38,8 @@ pub struct ThreeCxDriver {
     secret: String,
 }
 
-/// A 3CX call: its steps, cut into phases at the scenario's pauses.
-pub struct ThreeCxCall {
-    phases: Vec<Vec<Step>>,
-    ids: Vec<String>,
-}
+/// A 3CX call.
+pub type ThreeCxCall = PhasedCall<Step>;
 
 impl ThreeCxDriver {
     /// The `--scenario` when none is given.
@@ -138,12 +135,11 @@ impl PbxDriver for ThreeCxDriver {
                 phase.push(step);
             }
         }
-        phases.retain(|p| !p.is_empty());
-        ThreeCxCall { phases, ids }
+        PhasedCall::new(phases, ids)
     }
 
     fn phases(call: &ThreeCxCall) -> usize {
-        call.phases.len().max(1)
+        call.phase_count()
     }
 
     fn call_ids(call: &ThreeCxCall) -> Vec<String> {
@@ -151,7 +147,7 @@ impl PbxDriver for ThreeCxDriver {
     }
 
     fn send(&self, call: &mut ThreeCxCall, phase: usize) -> impl Future<Output = ()> + Send {
-        let steps = call.phases.get_mut(phase).map(std::mem::take).unwrap_or_default();
+        let steps = call.take(phase);
         let sim = Arc::clone(&self.sim);
         async move {
             for step in steps {
@@ -185,7 +181,7 @@ mod tests {
         assert_eq!(ThreeCxDriver::phases(&call), 3, "ring, answer, hang up");
         assert_eq!(ThreeCxDriver::call_ids(&call), ["1264"]);
         assert!(
-            call.phases.iter().flatten().all(|s| !matches!(s, Step::Upsert { await_fetch: true, .. })),
+            call.steps().all(|s| !matches!(s, Step::Upsert { await_fetch: true, .. })),
             "the load does not wait for the daemon's GETs"
         );
         assert_eq!(ThreeCxDriver::call_ids(&driver.plan(1)), ["1265"], "every call its own id");
