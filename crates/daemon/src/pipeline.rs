@@ -135,6 +135,10 @@ pub async fn run(
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => {
+                    // Legs already accepted go first. A call reported after the fact (SMDR,
+                    // CDR) is decided on arrival, so a leg announced before it must be known
+                    // by then; `select!` alone may pick the signals first when both wait.
+                    n += apply_queued_legs(&mut legs_rx, &mut legs_open, &mut cores.correlator);
                     cores.handle(ev);
                     n += 1;
                     while n < MAX_BATCH_INPUTS {
@@ -190,6 +194,26 @@ pub async fn run(
     }
     info!(inputs = stats.inputs, events = stats.events, open_calls = cores.lifecycle.open_calls(), "Pipeline drained.");
     Ok(stats)
+}
+
+/// Applies every leg update already queued; marks the leg sources closed if they are gone.
+fn apply_queued_legs(
+    legs_rx: &mut mpsc::Receiver<LegUpdate>,
+    legs_open: &mut bool,
+    correlator: &mut Correlator,
+) -> usize {
+    let mut n = 0;
+    while *legs_open {
+        match legs_rx.try_recv() {
+            Ok(leg) => {
+                correlator.handle_leg(now(), leg);
+                n += 1;
+            }
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => *legs_open = false,
+        }
+    }
+    n
 }
 
 /// The next settings from the reload channel; never, when there is none (or it closed).
@@ -402,5 +426,60 @@ mod tests {
             events.iter().map(|e| (e.status.as_str(), e.meta.get("reconciled").map(String::as_str))).collect();
         assert_eq!(seen, [("ringing", None), ("disconnected", Some("true"))]);
         assert_eq!(cores.lifecycle.open_calls(), 0);
+    }
+
+    /// Collects what the pipeline commits.
+    #[derive(Default)]
+    struct Collected(Vec<OutgoingEvent>);
+
+    impl EventSink for Collected {
+        async fn accept(&mut self, events: Vec<OutgoingEvent>, _state: Vec<StateChange>) -> anyhow::Result<()> {
+            self.0.extend(events);
+            Ok(())
+        }
+    }
+
+    /// A leg accepted before an SMDR record arrives binds it, however the pipeline's wake-up
+    /// finds the two queued (a call reported after the fact is decided on arrival).
+    #[tokio::test]
+    async fn a_leg_queued_before_an_after_the_fact_call_binds_it() {
+        let (adapter_tx, adapters) = mpsc::channel(8);
+        let (legs_tx, legs) = mpsc::channel(8);
+        let started = now();
+        let mut leg = correlation::LegFacts::new(correlation::LegSource::Announcement);
+        leg.call_sid = Some(uuid::Uuid::from_u128(0xb1));
+        leg.parent_call_sid = Some(uuid::Uuid::from_u128(0xa1));
+        leg.from = Some("447700900042".into());
+        leg.to = Some("441234567890".into());
+        leg.started = Some(started);
+        legs_tx.send(LegUpdate::Learned(leg)).await.unwrap();
+        let info = CallInfo {
+            direction: listener_core::Direction::Inbound,
+            external_number: Some("447700900042".into()),
+            dialled_number: Some("441234567890".into()),
+            ..CallInfo::default()
+        };
+        for change in [CallChange::Ringing, CallChange::Ended] {
+            let body = SignalBody::Call(CallSignal {
+                call: PbxCallId("1000001".into()),
+                call_started: started,
+                extension: Some(Extension("4001".into())),
+                change,
+                info: info.clone(),
+            });
+            let pbx = PbxId::new("r9", PbxType::new("avaya-r9"));
+            let signal = PbxSignal { pbx, at: started, source: "smdr", facts: Facts::new(), body };
+            adapter_tx.send(AdapterEvent::Signal(signal)).await.unwrap();
+        }
+        drop((adapter_tx, legs_tx));
+
+        let mut sink = Collected::default();
+        let inputs = Inputs { adapters, legs, control: None };
+        run(inputs, cores(), &mut sink, &mut crate::notify::Watchdog::from_env()).await.unwrap();
+        use generic_event::Status;
+        let bound: Vec<(Status, Option<uuid::Uuid>)> =
+            sink.0.iter().map(|e| (e.event.status, e.event.call_sid)).collect();
+        let b1 = Some(uuid::Uuid::from_u128(0xb1));
+        assert_eq!(bound, [(Status::Ringing, b1), (Status::Disconnected, b1)]);
     }
 }
